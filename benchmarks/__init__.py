@@ -1,0 +1,1 @@
+"""wgdiff benchmark suite: each ``bench_*.py`` module exposes ``run(quick: bool) -> dict``."""

@@ -1,0 +1,289 @@
+"""Forward diffusion processes dx = f(x, t) dt + g(t) dW on t in [0, T].
+
+Every SDE here has an affine drift, so its marginal given x0 is Gaussian,
+``x_t = m(t) x0 + s(t) eps``; the classes expose ``marginal_coeffs(t) = (m, s)``
+and everything else (marginals, priors, reverse drift, the probability-flow /
+Wasserstein-gradient-flow velocity) is written once on top of it.
+
+Conventions (see DESIGN.md): forward time, ``t = 0`` is data and ``t = T``
+noise. ``x`` has shape ``(n, *event)`` and ``t`` is a scalar or shape ``(n,)``.
+
+Ghimire et al. write the VP SDE as ``dx = -beta x dt + sqrt(2 beta) dW`` in
+reverse time ``tau = T - t``; that is ``VPSDE`` with beta -> 2 beta. We keep
+Song et al.'s ``dx = -beta/2 x dt + sqrt(beta) dW``.
+
+Example:
+    >>> import jax, jax.numpy as jnp
+    >>> sde = VPSDE(beta_min=0.1, beta_max=20.0)
+    >>> mean, std = sde.marginal(jnp.ones((2, 3)), 0.5)
+    >>> mean.shape, std.shape
+    ((2, 3), (2, 1))
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from wgdiff._checks import check_positive, check_shape_tuple, check_time
+
+ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+SCHEDULES = ("linear", "cosine", "sigmoid")
+_COSINE_OFFSET = 0.008
+
+
+def broadcast_time(t, x):
+    """Reshape ``t`` (scalar or ``(n,)``) to broadcast against ``x`` of shape ``(n, *event)``."""
+    t = jnp.asarray(t, dtype=x.dtype)
+    if t.ndim == 0:
+        return t
+    return t.reshape(t.shape + (1,) * (x.ndim - t.ndim))
+
+
+class SDE:
+    """Base class: an SDE with affine drift ``f(x, t) = -a(t) x`` and diffusion ``g(t)``.
+
+    Concrete classes implement ``drift_coeff(t)`` (the ``a`` above),
+    ``diffusion(t)`` and ``marginal_coeffs(t)``.
+    """
+
+    T: float
+
+    # -- to implement -----------------------------------------------------
+    def drift_coeff(self, t):
+        raise NotImplementedError
+
+    def diffusion(self, t):
+        """g(t), same shape as ``t``."""
+        raise NotImplementedError
+
+    def marginal_coeffs(self, t):
+        """``(m(t), s(t))`` with ``x_t | x0 ~ N(m x0, s^2 I)``."""
+        raise NotImplementedError
+
+    def prior_std(self):
+        """Standard deviation of the Gaussian prior used at ``t = T``."""
+        return self.marginal_coeffs(jnp.asarray(self.T))[1]
+
+    # -- shared -----------------------------------------------------------
+    def drift(self, x, t):
+        """f(x, t): ``x (n, *event)``, ``t`` scalar or ``(n,)`` -> ``(n, *event)``."""
+        check_time(t, self.T)
+        return -broadcast_time(self.drift_coeff(jnp.asarray(t, x.dtype)), x) * x
+
+    def marginal(self, x0, t):
+        """Closed-form marginal of ``x_t`` given ``x0``.
+
+        Args:
+            x0: ``(n, *event)`` data.
+            t: scalar or ``(n,)`` forward time in ``[0, T]``.
+
+        Returns:
+            ``(mean, std)`` with ``mean`` like ``x0`` and ``std`` broadcastable to it.
+        """
+        check_time(t, self.T)
+        x0 = jnp.asarray(x0)
+        m, s = self.marginal_coeffs(jnp.asarray(t, x0.dtype))
+        return broadcast_time(m, x0) * x0, broadcast_time(s, x0) * jnp.ones_like(
+            x0[(...,) + (slice(0, 1),) * (x0.ndim - 1)]
+        )
+
+    def marginal_sample(self, key, x0, t):
+        """Draw ``x_t ~ p(x_t | x0)``; returns ``(x_t, noise)``."""
+        mean, std = self.marginal(x0, t)
+        noise = jax.random.normal(key, x0.shape, x0.dtype)
+        return mean + std * noise, noise
+
+    def prior_sample(self, key, shape):
+        """``(n, *event)`` samples of the prior N(0, prior_std^2 I)."""
+        shape = check_shape_tuple(shape)
+        return self.prior_std() * jax.random.normal(key, shape)
+
+    def prior_logp(self, z):
+        """Log-density of the prior at ``z (n, *event)`` -> ``(n,)``."""
+        z = jnp.asarray(z)
+        s = self.prior_std()
+        d = math.prod(z.shape[1:])
+        sq = jnp.sum(z.reshape(z.shape[0], -1) ** 2, axis=-1)
+        return -0.5 * sq / s**2 - d * jnp.log(s) - 0.5 * d * math.log(2 * math.pi)
+
+    def reverse_drift(self, score_fn: ScoreFn, x, t, alpha=1.0):
+        """Forward-time drift of the reverse process with Ghimire's variance knob.
+
+        The reverse process (run from ``T`` down to 0) is
+        ``dx = [f - (1 + alpha)/2 g^2 s(x, t)] dt + sqrt(alpha) g dW``
+        (Ghimire sec 6.2; Song et al. eq. 6 at ``alpha = 1``, the
+        probability-flow ODE, Ghimire eq. 24, at ``alpha = 0``).
+
+        Returns ``(n, *event)``.
+        """
+        g = broadcast_time(self.diffusion(jnp.asarray(t, x.dtype)), x)
+        return self.drift(x, t) - 0.5 * (1.0 + alpha) * g**2 * score_fn(x, t)
+
+    def reverse_diffusion(self, t, alpha=1.0):
+        """``sqrt(alpha) g(t)``, the noise scale of the reverse process."""
+        return jnp.sqrt(alpha) * self.diffusion(t)
+
+    def probability_flow_drift(self, score_fn: ScoreFn, x, t):
+        """Velocity ``f - g^2 s / 2`` of the probability-flow ODE (Ghimire eq. 24).
+
+        This is the Wasserstein-gradient-flow velocity field transporting the
+        marginals: ``d p_t / dt + div(p_t v) = 0``.
+        """
+        return self.reverse_drift(score_fn, x, t, alpha=0.0)
+
+    def score_from_noise(self, noise_pred, t, x):
+        """Score ``-eps / s(t)`` from a noise prediction ``eps``."""
+        return -noise_pred / broadcast_time(self.marginal_coeffs(jnp.asarray(t))[1], x)
+
+
+def _validate_common(T):
+    if not isinstance(T, (int, float)) or T <= 0:
+        raise ValueError(f"T must be a positive float, got {T!r}")
+
+
+@struct.dataclass
+class VPSDE(SDE):
+    """Variance-preserving SDE ``dx = -beta(t)/2 x dt + sqrt(beta(t)) dW``.
+
+    Schedules (``t`` in units of ``T``, ``u = t / T``):
+
+    - ``"linear"``: ``beta = beta_min + (beta_max - beta_min) u``.
+    - ``"sigmoid"``: ``beta = beta_min + (beta_max - beta_min) sigmoid(12 u - 6)``
+      (the continuous version of Kwon et al.'s DDPM schedule).
+    - ``"cosine"``: Nichol & Dhariwal's ``alpha_bar(u) = cos^2((u + s)/(1 + s) pi/2)``
+      (up to normalization, ``s = 0.008``), with beta capped at ``beta_max``
+      past the time where it would exceed it (the integral stays exact);
+      ``beta_min`` is unused.
+
+    The marginal is ``m = exp(-B/2)``, ``s^2 = 1 - exp(-B)`` with
+    ``B(t) = int_0^t beta``, so ``p_T -> N(0, I)``.
+    """
+
+    beta_min: float = 0.1
+    beta_max: float = 20.0
+    schedule: str = struct.field(pytree_node=False, default="linear")
+    T: float = struct.field(pytree_node=False, default=1.0)
+
+    def __post_init__(self):
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        _validate_common(self.T)
+        check_positive(self.beta_max, "beta_max")
+        if self.schedule != "cosine":
+            check_positive(self.beta_min, "beta_min")
+
+    def beta(self, t):
+        u = t / self.T
+        if self.schedule == "linear":
+            return self.beta_min + (self.beta_max - self.beta_min) * u
+        if self.schedule == "sigmoid":
+            return self.beta_min + (self.beta_max - self.beta_min) * jax.nn.sigmoid(12 * u - 6)
+        angle = (u + _COSINE_OFFSET) / (1 + _COSINE_OFFSET) * (jnp.pi / 2)
+        analytic = jnp.pi / (self.T * (1 + _COSINE_OFFSET)) * jnp.tan(
+            jnp.minimum(angle, self._cosine_cap_angle())
+        )
+        return jnp.minimum(analytic, self.beta_max)
+
+    def _cosine_cap_angle(self):
+        return jnp.arctan(self.beta_max * self.T * (1 + _COSINE_OFFSET) / jnp.pi)
+
+    def integrated_beta(self, t):
+        """``B(t) = int_0^t beta(s) ds`` in closed form."""
+        u = t / self.T
+        if self.schedule == "linear":
+            return self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * self.T * u**2
+        if self.schedule == "sigmoid":
+            sp = jax.nn.softplus
+            return self.beta_min * t + (self.beta_max - self.beta_min) * self.T / 12 * (
+                sp(12 * u - 6) - sp(-6.0)
+            )
+        start = _COSINE_OFFSET / (1 + _COSINE_OFFSET) * (jnp.pi / 2)
+        cap = self._cosine_cap_angle()
+        t_cap = self.T * (cap * 2 / jnp.pi * (1 + _COSINE_OFFSET) - _COSINE_OFFSET)
+        angle = jnp.minimum((u + _COSINE_OFFSET) / (1 + _COSINE_OFFSET) * (jnp.pi / 2), cap)
+        analytic = -2.0 * (jnp.log(jnp.cos(angle)) - jnp.log(jnp.cos(start)))
+        return analytic + self.beta_max * jnp.maximum(t - t_cap, 0.0)
+
+    def drift_coeff(self, t):
+        return 0.5 * self.beta(t)
+
+    def diffusion(self, t):
+        return jnp.sqrt(self.beta(jnp.asarray(t)))
+
+    def marginal_coeffs(self, t):
+        B = self.integrated_beta(jnp.asarray(t))
+        return jnp.exp(-0.5 * B), jnp.sqrt(-jnp.expm1(-B))
+
+
+@struct.dataclass
+class VESDE(SDE):
+    """Variance-exploding SDE ``dx = g(t) dW``, ``sigma(t) = sigma_min (sigma_max/sigma_min)^(t/T)``.
+
+    ``g(t) = sigma(t) sqrt(2 log(sigma_max / sigma_min) / T)``, so the marginal
+    is exactly ``N(x0, (sigma(t)^2 - sigma_min^2) I)``.
+    """
+
+    sigma_min: float = 0.01
+    sigma_max: float = 50.0
+    T: float = struct.field(pytree_node=False, default=1.0)
+
+    def __post_init__(self):
+        _validate_common(self.T)
+        check_positive(self.sigma_min, "sigma_min")
+        check_positive(self.sigma_max, "sigma_max")
+
+    def sigma(self, t):
+        return self.sigma_min * (self.sigma_max / self.sigma_min) ** (t / self.T)
+
+    def drift_coeff(self, t):
+        return jnp.zeros_like(jnp.asarray(t, dtype=float))
+
+    def diffusion(self, t):
+        t = jnp.asarray(t)
+        return self.sigma(t) * jnp.sqrt(2 * jnp.log(self.sigma_max / self.sigma_min) / self.T)
+
+    def marginal_coeffs(self, t):
+        t = jnp.asarray(t)
+        return jnp.ones_like(t), jnp.sqrt(self.sigma(t) ** 2 - self.sigma_min**2)
+
+
+@struct.dataclass
+class BrownianSDE(SDE):
+    """Scaled Brownian motion ``dx = beta dW`` (Zhang et al.: the heat equation).
+
+    The density solves ``d p/dt = beta^2/2 Laplacian p``; the marginal is
+    ``N(x0, beta^2 t I)``.
+    """
+
+    beta: float = 1.0
+    T: float = struct.field(pytree_node=False, default=1.0)
+
+    def __post_init__(self):
+        _validate_common(self.T)
+        check_positive(self.beta, "beta")
+
+    def drift_coeff(self, t):
+        return jnp.zeros_like(jnp.asarray(t, dtype=float))
+
+    def diffusion(self, t):
+        return self.beta * jnp.ones_like(jnp.asarray(t, dtype=float))
+
+    def marginal_coeffs(self, t):
+        t = jnp.asarray(t, dtype=float)
+        return jnp.ones_like(t), self.beta * jnp.sqrt(t)
+
+
+__all__ = [
+    "SDE",
+    "SCHEDULES",
+    "BrownianSDE",
+    "VESDE",
+    "VPSDE",
+    "broadcast_time",
+]
