@@ -41,7 +41,9 @@ DEFAULT_POINT_CHUNK = 2048
 def squared_distances(z: jax.Array, x: jax.Array) -> jax.Array:
     """Pairwise squared Euclidean distances ``(n, d), (m, d) -> (n, m)``."""
     if z.shape[-1] <= DIRECT_DISTANCE_MAX_DIM:
-        return jnp.sum((z[:, None, :] - x[None, :, :]) ** 2, axis=-1)
+        # One 2-D broadcast per coordinate: XLA fuses these into a single vectorised
+        # loop, several times faster on CPU than reducing an (n, m, d) difference.
+        return sum((z[:, k, None] - x[None, :, k]) ** 2 for k in range(z.shape[-1]))
     cross = z @ x.T
     sq = jnp.sum(z**2, axis=-1)[:, None] + jnp.sum(x**2, axis=-1)[None, :] - 2.0 * cross
     return jnp.maximum(sq, 0.0)
