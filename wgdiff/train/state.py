@@ -83,6 +83,25 @@ def apply_update(state: TrainState, grads, optimizer, ema_decay: float, new_key)
                       key=jax.random.key_data(new_key))
 
 
+def train_step_fn(loss_fn: Callable, optimizer: optax.GradientTransformation, *,
+                  ema_decay: float = 0.999, has_aux: bool = False) -> Callable:
+    """The un-compiled ``step(state, batch) -> (state, metrics)``.
+
+    ``make_train_step`` jits it as is; ``make_parallel_train_step`` jits it with
+    data-parallel shardings, so both run exactly the same computation.
+    """
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=has_aux)
+
+    def step(state: TrainState, batch):
+        key, sub = jax.random.split(state.rng())
+        out, grads = grad_fn(state.params, sub, batch)
+        loss, aux = out if has_aux else (out, {})
+        metrics = {"loss": loss, **aux}
+        return apply_update(state, grads, optimizer, ema_decay, key), metrics
+
+    return step
+
+
 def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation | None = None, *,
                     ema_decay: float = 0.999, has_aux: bool = False, donate: bool = True):
     """Build ``step(state, batch) -> (state, metrics)``, jit-compiled with the state donated.
@@ -100,15 +119,7 @@ def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation |
     """
     optimizer = default_optimizer() if optimizer is None else optimizer
     _check_decay(ema_decay)
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=has_aux)
-
-    def step(state: TrainState, batch):
-        key, sub = jax.random.split(state.rng())
-        out, grads = grad_fn(state.params, sub, batch)
-        loss, aux = out if has_aux else (out, {})
-        metrics = {"loss": loss, **aux}
-        return apply_update(state, grads, optimizer, ema_decay, key), metrics
-
+    step = train_step_fn(loss_fn, optimizer, ema_decay=ema_decay, has_aux=has_aux)
     return jax.jit(step, donate_argnums=(0,) if donate else ())
 
 
@@ -119,4 +130,5 @@ __all__ = [
     "create_train_state",
     "default_optimizer",
     "make_train_step",
+    "train_step_fn",
 ]
