@@ -213,6 +213,10 @@ class VPSDE(SDE):
     def drift_coeff(self, t):
         return 0.5 * self.beta(t)
 
+    def prior_std(self):
+        """N(0, I), the stationary law of the VP SDE."""
+        return jnp.asarray(1.0)
+
     def diffusion(self, t):
         return jnp.sqrt(self.beta(jnp.asarray(t)))
 

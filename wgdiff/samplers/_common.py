@@ -27,19 +27,22 @@ def as_pytree_callable(fn):
 
 
 def check_sampler_args(sde: SDE, shape, n_steps, eps, x_init):
-    """Eager checks shared by the reverse-time samplers; returns the validated shape."""
+    """Eager checks shared by the reverse-time samplers; returns ``(shape, n_steps)`` as ints.
+
+    Python ints matter: ``eqx.filter_jit`` would trace a NumPy integer as an array.
+    """
     if not isinstance(sde, SDE):
         raise TypeError(f"sde must be a wgdiff.sde.SDE, got {type(sde).__name__}")
     shape = check_shape_tuple(shape)
     if n_steps is not None:
-        check_positive_int(n_steps, "n_steps")
+        n_steps = check_positive_int(n_steps, "n_steps")
     if not (0.0 < float(eps) < sde.T):
         raise ValueError(f"eps must lie in (0, T) = (0, {sde.T}), got {eps!r}")
     if x_init is not None:
         if tuple(np.shape(x_init)) != shape:
             raise ValueError(f"x_init must have shape {shape}, got {np.shape(x_init)}")
         check_finite(x_init, "x_init")
-    return shape
+    return shape, n_steps
 
 
 def check_alpha(alpha):

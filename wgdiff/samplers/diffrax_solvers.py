@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import lineax
 import numpy as np
+from jax.tree_util import Partial
 
 from wgdiff._checks import check_finite, check_positive_int
 from wgdiff.losses.score_matching import DIVERGENCES
@@ -109,14 +110,10 @@ def _solve(key, sde, score_fn, shape, kind, solver_name, rtol, atol, n_steps, ep
     return ys.reshape(x.shape), steps, ok
 
 
-def _flat_score(score_fn, event):
+def _apply_flat(score_fn, event, y, t):
     """Score on flattened examples so diffrax's state is a vector."""
-
-    def flat(y, t):
-        n = y.shape[0]
-        return score_fn(y.reshape((n,) + event), t).reshape(n, -1)
-
-    return flat
+    n = y.shape[0]
+    return score_fn(y.reshape((n,) + event), t).reshape(n, -1)
 
 
 def diffrax_solve(key, sde: SDE, score_fn, shape, *, kind: str = "ode", solver: str | None = None,
@@ -146,7 +143,7 @@ def diffrax_solve(key, sde: SDE, score_fn, shape, *, kind: str = "ode", solver: 
         evaluations per example), ``nfe_max``, ``num_steps`` (mean), ``solver`` and
         ``success`` (all examples solved within ``max_steps``).
     """
-    shape = check_sampler_args(sde, shape, n_steps, eps, x_init)
+    shape, n_steps = check_sampler_args(sde, shape, n_steps, eps, x_init)
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     table = ODE_SOLVERS if kind == "ode" else SDE_SOLVERS
@@ -156,11 +153,12 @@ def diffrax_solve(key, sde: SDE, score_fn, shape, *, kind: str = "ode", solver: 
         raise ValueError(f"solver for kind={kind!r} must be one of {tuple(table)}, got {solver!r}")
     if n_steps is None and table[solver][0] in (diffrax.Euler, diffrax.ShARK, diffrax.SEA):
         raise ValueError(f"solver {solver!r} has no error estimate; pass n_steps for fixed steps")
-    check_positive_int(max_steps, "max_steps")
+    max_steps = check_positive_int(max_steps, "max_steps")
     default_tol = _DEFAULT_TOL[kind]
     rtol = default_tol if rtol is None else rtol
     atol = default_tol if atol is None else atol
-    flat_score = _flat_score(as_pytree_callable(score_fn), shape[1:])
+    # A Partial (a pytree) rather than a closure, so a second call hits the jit cache.
+    flat_score = Partial(_apply_flat, as_pytree_callable(score_fn), shape[1:])
     flat_shape = (shape[0], math.prod(shape[1:]))
     flat_init = None if x_init is None else jnp.reshape(jnp.asarray(x_init), flat_shape)
     ys, steps, ok = _solve(key, sde, flat_score, flat_shape, kind, solver, float(rtol),

@@ -77,7 +77,7 @@ def euler_maruyama(key, sde: SDE, score_fn, shape, n_steps: int, *, alpha: float
     Returns:
         ``(n, *event)`` samples (and the info dict).
     """
-    shape = check_sampler_args(sde, shape, n_steps, eps, x_init)
+    shape, n_steps = check_sampler_args(sde, shape, n_steps, eps, x_init)
     check_alpha(alpha)
     x = _euler_maruyama(key, sde, as_pytree_callable(score_fn), shape, n_steps, float(alpha),
                         float(eps), x_init)
@@ -115,7 +115,7 @@ def probability_flow(key, sde: SDE, score_fn, shape, n_steps: int, *, method: st
     Returns:
         ``(n, *event)`` samples (and ``{"nfe": ...}`` if ``return_info``).
     """
-    shape = check_sampler_args(sde, shape, n_steps, eps, x_init)
+    shape, n_steps = check_sampler_args(sde, shape, n_steps, eps, x_init)
     if method not in PF_METHODS:
         raise ValueError(f"method must be one of {PF_METHODS}, got {method!r}")
     x = _probability_flow(key, sde, as_pytree_callable(score_fn), shape, n_steps, method,
@@ -157,7 +157,7 @@ def langevin(key, score_fn, x0, n_steps: int, step_size: float, *, t: float = 0.
     if x0.ndim < 2:
         raise ValueError(f"x0 must have shape (n, *event), got shape {x0.shape}")
     check_finite(x0, "x0")
-    check_positive_int(n_steps, "n_steps")
+    n_steps = check_positive_int(n_steps, "n_steps")
     check_positive(step_size, "step_size")
     x = _langevin(key, as_pytree_callable(score_fn), x0, n_steps, float(step_size), float(t))
     return with_info(x, n_steps, return_info)
