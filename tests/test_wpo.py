@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from wgdiff.sde import BrownianSDE, VESDE, VPSDE
+from wgdiff.sde import VESDE, VPSDE, BrownianSDE
 from wgdiff.wpo import (
     WPOKernelModel,
     empirical_kernel_score,
@@ -137,7 +137,8 @@ def test_ism_gradient_matches_unchunked_reference(x64):
 
     grad_ref = jax.jit(jax.grad(reference))(jnp.asarray(precisions))
     grad = jax.jit(jax.grad(lambda p: ism_loss(x, centers, p, chunk_size=3)))(
-        jnp.asarray(precisions))
+        jnp.asarray(precisions)
+    )
     np.testing.assert_allclose(grad, grad_ref, rtol=1e-9, atol=1e-12)
 
 
@@ -148,10 +149,12 @@ def test_chunking_invariance():
     ref_terms = ism_terms(x, centers, precisions, chunk_size=1000)
     for chunk in (1, 7):
         # Only the summation order changes: float32 round-off, 1e-5 relative.
-        np.testing.assert_allclose(log_density(x, centers, precisions, chunk_size=chunk), ref_lp,
-                                   rtol=1e-5)
-        for a, b in zip(ism_terms(x, centers, precisions, chunk_size=chunk), ref_terms,
-                        strict=True):
+        np.testing.assert_allclose(
+            log_density(x, centers, precisions, chunk_size=chunk), ref_lp, rtol=1e-5
+        )
+        for a, b in zip(
+            ism_terms(x, centers, precisions, chunk_size=chunk), ref_terms, strict=True
+        ):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
@@ -165,11 +168,15 @@ def test_hundred_thousand_centres_stream():
     diff = x[:, None, :].astype(np.float64) - centers[None].astype(np.float64)
     logits = -0.5 * (4 * diff[..., 0] ** 2 + 9 * diff[..., 1] ** 2)
     top = logits.max(1, keepdims=True)
-    lse = top[:, 0] + np.log(np.exp(logits - top).sum(1)) + 0.5 * np.log(36) - np.log(
-        2 * np.pi) - np.log(n_centers)
+    lse = (
+        top[:, 0]
+        + np.log(np.exp(logits - top).sum(1))
+        + 0.5 * np.log(36)
+        - np.log(2 * np.pi)
+        - np.log(n_centers)
+    )
     # float32 accumulation over 1e5 terms: 1e-4 relative.
-    np.testing.assert_allclose(log_density(x, centers, precisions, chunk_size=4096), lse,
-                               rtol=1e-4)
+    np.testing.assert_allclose(log_density(x, centers, precisions, chunk_size=4096), lse, rtol=1e-4)
 
 
 def test_log_density_integrates_to_one(x64):
@@ -189,10 +196,12 @@ def test_empirical_kernel_score_and_density(x64):
     data, x = rng.normal(size=(17, 3)), rng.normal(size=(6, 3))
     var = 0.3
     iso = np.broadcast_to(np.eye(3) / var, (17, 3, 3))
-    np.testing.assert_allclose(empirical_log_density(x, data, var, chunk_size=5),
-                               log_density(x, data, iso), rtol=1e-10)
-    np.testing.assert_allclose(empirical_kernel_score(x, data, var, chunk_size=5),
-                               kernel_score(x, data, iso), rtol=1e-10)
+    np.testing.assert_allclose(
+        empirical_log_density(x, data, var, chunk_size=5), log_density(x, data, iso), rtol=1e-10
+    )
+    np.testing.assert_allclose(
+        empirical_kernel_score(x, data, var, chunk_size=5), kernel_score(x, data, iso), rtol=1e-10
+    )
     grad = jax.grad(lambda y: jnp.sum(empirical_log_density(y, data, var)))(jnp.asarray(x))
     np.testing.assert_allclose(empirical_kernel_score(x, data, var), grad, rtol=1e-10)
     per_sample = empirical_kernel_score(x, data, jnp.full((6,), var))
@@ -271,8 +280,9 @@ def test_marginal_mixture_integrates_out_coordinates(x64):
 # -- model ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("sde", [BrownianSDE(beta=1.3), VPSDE(), VESDE(sigma_min=0.01,
-                                                                         sigma_max=5.0)])
+@pytest.mark.parametrize(
+    "sde", [BrownianSDE(beta=1.3), VPSDE(), VESDE(sigma_min=0.01, sigma_max=5.0)]
+)
 def test_model_score_matches_evolved_mixture(x64, sde):
     centers, precisions = random_mixture(20, 8, 2)
     model = WPOKernelModel.from_precisions(centers, precisions, chunk_size=3)
@@ -282,14 +292,15 @@ def test_model_score_matches_evolved_mixture(x64, sde):
     per_sample_lp = model.log_prob(x, ts, sde)
     for i, t in enumerate(ts):
         z, g = evolve_mixture(centers, precisions, sde, t)
-        np.testing.assert_allclose(per_sample[i], kernel_score(x[i:i + 1], z, g)[0], rtol=1e-9)
-        np.testing.assert_allclose(per_sample_lp[i], log_density(x[i:i + 1], z, g)[0],
-                                   rtol=1e-10)
+        np.testing.assert_allclose(per_sample[i], kernel_score(x[i : i + 1], z, g)[0], rtol=1e-9)
+        np.testing.assert_allclose(per_sample_lp[i], log_density(x[i : i + 1], z, g)[0], rtol=1e-10)
         np.testing.assert_allclose(model.precisions(sde, t), g, rtol=1e-9, atol=1e-12)
     if isinstance(sde, BrownianSDE):
-        np.testing.assert_allclose(model.score(x, 0.2, sde),
-                                   kernel_score(x, centers, evolve(precisions, 1.3, 0.2)),
-                                   rtol=1e-9)
+        np.testing.assert_allclose(
+            model.score(x, 0.2, sde),
+            kernel_score(x, centers, evolve(precisions, 1.3, 0.2)),
+            rtol=1e-9,
+        )
 
 
 def test_model_samples_have_mixture_moments():
@@ -314,8 +325,9 @@ def test_empirical_score_fn_under_vp_equals_diffused_mixture(x64):
     t = 0.4
     m, s = sde.marginal_coeffs(t)
     iso = np.broadcast_to(np.eye(2) / s**2, (9, 2, 2))
-    np.testing.assert_allclose(empirical_score_fn(data, sde, chunk_size=4)(x, t),
-                               kernel_score(x, m * data, iso), rtol=1e-9)
+    np.testing.assert_allclose(
+        empirical_score_fn(data, sde, chunk_size=4)(x, t), kernel_score(x, m * data, iso), rtol=1e-9
+    )
 
 
 # -- lifted-space reading -----------------------------------------------------------------
@@ -326,10 +338,17 @@ def test_lifted_network_equals_kernel_model(x64):
     x = np.random.default_rng(25).normal(size=(7, 3))
     weights = lifted_weights(centers, precisions)
     assert lift(x).shape == (7, 12)
-    np.testing.assert_allclose(lifted_log_density(x, weights, chunk_size=5),
-                               log_density(x, centers, precisions), rtol=1e-10)
-    np.testing.assert_allclose(lifted_score(x, weights, chunk_size=5),
-                               kernel_score(x, centers, precisions), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(
+        lifted_log_density(x, weights, chunk_size=5),
+        log_density(x, centers, precisions),
+        rtol=1e-10,
+    )
+    np.testing.assert_allclose(
+        lifted_score(x, weights, chunk_size=5),
+        kernel_score(x, centers, precisions),
+        rtol=1e-9,
+        atol=1e-12,
+    )
 
 
 # -- validation -----------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 
 from wgdiff.nets.cholesky import CholeskyMLP, fill_lower_triangular
 from wgdiff.samplers import euler_maruyama, probability_flow
-from wgdiff.sde import BrownianSDE, VPSDE
+from wgdiff.sde import VPSDE, BrownianSDE
 from wgdiff.wpo import (
     WPOKernelModel,
     empirical_score_fn,
@@ -33,8 +33,9 @@ def test_cholesky_mlp_lower_triangular_and_positive_definite():
     np.testing.assert_allclose(prec, expected, rtol=1e-6)
     # L L^T is PSD, so every eigenvalue is at least the jitter (float32 round-off 1e-6).
     assert np.linalg.eigvalsh(np.asarray(prec, np.float64)).min() >= 0.05 - 1e-6
-    np.testing.assert_array_equal(fill_lower_triangular(jnp.arange(1.0, 4.0), 2),
-                                  [[1.0, 0.0], [2.0, 3.0]])
+    np.testing.assert_array_equal(
+        fill_lower_triangular(jnp.arange(1.0, 4.0), 2), [[1.0, 0.0], [2.0, 3.0]]
+    )
 
 
 def test_ism_objective_matches_ism_loss():
@@ -48,7 +49,7 @@ def test_ism_objective_matches_ism_loss():
 
 
 def test_training_recovers_gaussian_precision():
-    """One centre Z: the empirical ISM tr(G S G) - 2 tr G, S = mean (x-Z)(x-Z)^T, is minimized at S^-1.
+    """One centre Z: ISM tr(G S G) - 2 tr G, S = mean (x-Z)(x-Z)^T, is minimized at G = S^-1.
 
     Z is away from 0: at z = 0 the zero-bias GeLU net outputs L = 0 exactly, a saddle of L L^T.
     """
@@ -57,9 +58,13 @@ def test_training_recovers_gaussian_precision():
     dev = np.asarray(data - centre, np.float64)
     second_moment = dev.T @ dev / dev.shape[0]
     centers = centre[None]
-    net, state, train_step, _ = init_wpo(jax.random.key(7), centers, data,
-                                         net=CholeskyMLP(features=(16, 16), jitter=0.01),
-                                         learning_rate=2e-2)
+    net, state, train_step, _ = init_wpo(
+        jax.random.key(7),
+        centers,
+        data,
+        net=CholeskyMLP(features=(16, 16), jitter=0.01),
+        learning_rate=2e-2,
+    )
     for _ in range(600):
         state, metrics = train_step(state, data)  # full batch: the exact empirical objective
     learned = net.apply(state.params, centers, method=net.precision)[0]
@@ -91,8 +96,9 @@ def _mixture_moments(model, sde, t):
 @pytest.mark.parametrize("kind", ["brownian_em", "vp_flow"])
 def test_model_drives_samplers_to_its_own_distribution(kind):
     centers = jnp.array([[-1.0, 0.0], [1.0, 0.5], [0.0, -1.0]])
-    precisions = jnp.stack([jnp.diag(jnp.array(v)) for v in ([25.0, 4.0], [4.0, 25.0],
-                                                            [10.0, 10.0])])
+    precisions = jnp.stack(
+        [jnp.diag(jnp.array(v)) for v in ([25.0, 4.0], [4.0, 25.0], [10.0, 10.0])]
+    )
     model = WPOKernelModel.from_precisions(centers, precisions)
     n = 4000
     key_init, key_run = jax.random.split(jax.random.key(9))
@@ -115,8 +121,9 @@ def test_empirical_score_reverse_sde_memorizes():
     """Zhang sec. 4.1: the reverse SDE with the empirical kernel score returns training points."""
     data = jax.random.normal(jax.random.key(10), (30, 2))
     sde = BrownianSDE(beta=1.0)
-    x = euler_maruyama(jax.random.key(11), sde, empirical_score_fn(data, sde), (500, 2), 400,
-                       eps=1e-4)
+    x = euler_maruyama(
+        jax.random.key(11), sde, empirical_score_fn(data, sde), (500, 2), 400, eps=1e-4
+    )
     nn_dist = np.min(np.linalg.norm(np.asarray(x)[:, None] - np.asarray(data)[None], axis=-1), 1)
     # Early stopping at t = 1e-4 leaves std 0.01 around a training point; fresh N(0, I) draws
     # would sit ~0.15 from the nearest of 30 points.

@@ -1,4 +1,4 @@
-"""Cholesky-factor network for the local precisions of the WPO kernel model (Zhang sec. 4.2, Alg. 1).
+"""Cholesky-factor network for the WPO kernel model's local precisions (Zhang sec. 4.2, Alg. 1).
 
 ``CholeskyMLP`` maps a kernel centre ``z in R^d`` to the ``d(d+1)/2`` entries of
 a lower-triangular ``L(z)`` (Pinheiro & Bates' unconstrained parametrization)
@@ -29,7 +29,7 @@ exact_gelu = functools.partial(nn.gelu, approximate=False)
 
 
 def fill_lower_triangular(entries, dim: int):
-    """``(..., d(d+1)/2)`` entries -> ``(..., d, d)`` lower-triangular matrices (row-major order)."""
+    """``(..., d(d+1)/2)`` entries -> ``(..., d, d)`` lower-triangular matrices (row-major)."""
     rows, cols = jnp.tril_indices(dim)
     out = jnp.zeros(entries.shape[:-1] + (dim, dim), entries.dtype)
     return out.at[..., rows, cols].set(entries)

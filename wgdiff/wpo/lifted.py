@@ -117,7 +117,10 @@ def lifted_log_density(x, weights: LiftedWeights, *, chunk_size: int = DEFAULT_C
 
 
 def lifted_score(x, weights: LiftedWeights, *, chunk_size: int = DEFAULT_CHUNK_SIZE):
-    """Score as a shallow lifted network, ``J_T(x)^T A^T softmax(A T(x) + b)`` (Zhang eq. 34): ``(n, d)``."""
+    """Score as a shallow lifted network (Zhang eq. 34): ``(n, d)``.
+
+    ``J_T(x)^T A^T softmax(A T(x) + b)``, equal to ``kernel_score`` of the mixture.
+    """
     x = jnp.asarray(x)
     _, mean_rows = _lifted_stream(x, weights, chunk_size)
     d = x.shape[1]

@@ -59,7 +59,7 @@ class WPOKernelModel:
 
     @classmethod
     def from_precisions(cls, centers, precisions, *, chunk_size: int = DEFAULT_CHUNK_SIZE):
-        """Build from centres ``(N, d)`` and symmetric positive-definite precisions ``(N, d, d)``."""
+        """Build from centres ``(N, d)`` and positive-definite precisions ``(N, d, d)``."""
         centers, precisions = jnp.asarray(centers), jnp.asarray(precisions)
         check_mixture(centers, centers, precisions)
         check_positive_int(chunk_size, "chunk_size")
@@ -142,12 +142,12 @@ class WPOKernelModel:
         )
 
     def log_prob(self, x, t=0.0, sde=None):
-        """Log-density ``(n,)`` of the mixture at forward time ``t`` (scalar or ``(n,)``) of ``sde``."""
+        """Log-density ``(n,)`` at forward time ``t`` (scalar or ``(n,)``) of ``sde``."""
         lse, _ = self._stream(x, sde, t)
         return lse
 
     def score(self, x, t=0.0, sde=None):
-        """Score ``(n, d)`` at forward time ``t`` of ``sde`` (Zhang eq. 26/29); ``t = 0`` is eq. 29."""
+        """Score ``(n, d)`` at forward time ``t`` of ``sde`` (Zhang eq. 26; eq. 29 at t = 0)."""
         _, gamma_diff = self._stream(x, sde, t)
         return -gamma_diff
 
@@ -160,7 +160,7 @@ class WPOKernelModel:
         return Partial(_model_score, self, sde)
 
     def sample(self, key, n: int, t=0.0, sde=None):
-        """``(n, d)`` exact draws from the mixture at scalar forward time ``t`` (no SDE simulated)."""
+        """``(n, d)`` exact draws of the mixture at scalar time ``t`` (no SDE simulated)."""
         n = check_positive_int(n, "n")
         m, s = self._coeffs(sde, t, None)
         key_idx, key_noise = jax.random.split(key)
@@ -177,7 +177,10 @@ def _model_score(model, sde, x, t):
 
 @struct.dataclass
 class EmpiricalKernelScore:
-    """Callable pytree ``score_fn(x, t)`` of the diffused empirical measure (see ``empirical_score_fn``)."""
+    """Callable pytree ``score_fn(x, t)`` of the diffused empirical measure.
+
+    Built by ``empirical_score_fn``.
+    """
 
     data: jax.Array
     sde: object
@@ -189,8 +192,9 @@ class EmpiricalKernelScore:
         m = jnp.broadcast_to(m, (x.shape[0],)).astype(x.dtype)
         s = jnp.broadcast_to(s, (x.shape[0],)).astype(x.dtype)
         variance = (s / m) ** 2
-        score = empirical_kernel_score(x / m[:, None], self.data, variance,
-                                       chunk_size=self.chunk_size)
+        score = empirical_kernel_score(
+            x / m[:, None], self.data, variance, chunk_size=self.chunk_size
+        )
         return score / m[:, None]
 
 

@@ -1,4 +1,4 @@
-"""Training the WPO-informed kernel model: implicit score matching at the terminal time (Zhang Alg. 1).
+"""Training the WPO kernel model: implicit score matching at the terminal time (Zhang Alg. 1).
 
 The only trained object is the Cholesky-factor network ``psi_theta`` of
 ``wgdiff.nets.cholesky.CholeskyMLP``; the loss is the closed-form ISM of
@@ -46,8 +46,9 @@ def split_centers(key, data, n_centers: int = AUTHORS_SETTINGS["n_centers"]):
     check_ndim(data, 2, "data", "(M, d)")
     n_centers = check_positive_int(n_centers, "n_centers")
     if n_centers >= data.shape[0]:
-        raise ValueError(f"n_centers must be < the number of data points {data.shape[0]}, "
-                         f"got {n_centers}")
+        raise ValueError(
+            f"n_centers must be < the number of data points {data.shape[0]}, got {n_centers}"
+        )
     perm = jax.random.permutation(key, data.shape[0])
     return data[perm[:n_centers]], data[perm[n_centers:]]
 
@@ -70,17 +71,24 @@ def ism_objective(net: CholeskyMLP, centers, *, chunk_size: int = DEFAULT_CHUNK_
     return loss_fn
 
 
-def model_from_params(net: CholeskyMLP, params, centers, *,
-                      chunk_size: int = DEFAULT_CHUNK_SIZE) -> WPOKernelModel:
+def model_from_params(
+    net: CholeskyMLP, params, centers, *, chunk_size: int = DEFAULT_CHUNK_SIZE
+) -> WPOKernelModel:
     """The ``WPOKernelModel`` given by the network's precisions at the centres."""
     precisions = net.apply(params, jnp.asarray(centers), method=net.precision)
     return WPOKernelModel.from_precisions(centers, precisions, chunk_size=chunk_size)
 
 
-def init_wpo(key, centers, ism_data, *, net: CholeskyMLP | None = None,
-             learning_rate: float = AUTHORS_SETTINGS["learning_rate"],
-             batch_size: int = AUTHORS_SETTINGS["batch_size"],
-             chunk_size: int = DEFAULT_CHUNK_SIZE):
+def init_wpo(
+    key,
+    centers,
+    ism_data,
+    *,
+    net: CholeskyMLP | None = None,
+    learning_rate: float = AUTHORS_SETTINGS["learning_rate"],
+    batch_size: int = AUTHORS_SETTINGS["batch_size"],
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+):
     """State, jitted step and batch sampler for training with ``wgdiff.train.fit``.
 
     Args:
@@ -106,17 +114,26 @@ def init_wpo(key, centers, ism_data, *, net: CholeskyMLP | None = None,
     optimizer = optax.adam(learning_rate)
     state = create_train_state(key, params, optimizer)
     # No EMA in the authors' code: ema_decay 0 makes the EMA copy the parameters.
-    train_step = make_train_step(ism_objective(net, centers, chunk_size=chunk_size), optimizer,
-                                 ema_decay=0.0)
+    train_step = make_train_step(
+        ism_objective(net, centers, chunk_size=chunk_size), optimizer, ema_decay=0.0
+    )
     return net, state, train_step, dataset_sampler(ism_data, batch_size)
 
 
-def fit_wpo(key, data, *, n_centers: int = AUTHORS_SETTINGS["n_centers"],
-            n_steps: int = AUTHORS_SETTINGS["n_steps"],
-            batch_size: int = AUTHORS_SETTINGS["batch_size"],
-            learning_rate: float = AUTHORS_SETTINGS["learning_rate"],
-            net: CholeskyMLP | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE,
-            log_every: int = 1000, progress: bool = False, run_dir=None):
+def fit_wpo(
+    key,
+    data,
+    *,
+    n_centers: int = AUTHORS_SETTINGS["n_centers"],
+    n_steps: int = AUTHORS_SETTINGS["n_steps"],
+    batch_size: int = AUTHORS_SETTINGS["batch_size"],
+    learning_rate: float = AUTHORS_SETTINGS["learning_rate"],
+    net: CholeskyMLP | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    log_every: int = 1000,
+    progress: bool = False,
+    run_dir=None,
+):
     """Train the WPO-informed kernel model on ``data`` (Zhang Alg. 1, authors' defaults).
 
     Args:
@@ -134,10 +151,24 @@ def fit_wpo(key, data, *, n_centers: int = AUTHORS_SETTINGS["n_centers"],
     key_split, key_init, key_data = jax.random.split(key, 3)
     centers, ism_data = split_centers(key_split, data, n_centers)
     net, state, train_step, sample_batch = init_wpo(
-        key_init, centers, ism_data, net=net, learning_rate=learning_rate,
-        batch_size=batch_size, chunk_size=chunk_size)
-    state, history = fit(state, train_step, sample_batch, n_steps, data_key=key_data,
-                         log_every=log_every, progress=progress, run_dir=run_dir)
+        key_init,
+        centers,
+        ism_data,
+        net=net,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        chunk_size=chunk_size,
+    )
+    state, history = fit(
+        state,
+        train_step,
+        sample_batch,
+        n_steps,
+        data_key=key_data,
+        log_every=log_every,
+        progress=progress,
+        run_dir=run_dir,
+    )
     return model_from_params(net, state.params, centers, chunk_size=chunk_size), state, history
 
 
