@@ -117,8 +117,12 @@ def test_alpha_sweep_keeps_the_marginals():
     """Any alpha >= 0 gives the same marginals with the exact score (Ghimire sec 6.2)."""
     sde, moments, score = gaussian_problem(mu=0.0, sigma0=0.5)
     _, var_e = moments(jnp.asarray(1e-3))
+    _, var_T = moments(jnp.asarray(sde.T))
+    # Start from p_T itself: with alpha = 0 a prior mismatch would never be forgotten.
+    x_T = jnp.sqrt(var_T) * jax.random.normal(jax.random.key(7), (20_000, 1))
     for alpha in (0.0, 0.5, 2.0):
-        x = euler_maruyama(jax.random.key(6), sde, score, (20_000, 1), 500, alpha=alpha)
+        x = euler_maruyama(jax.random.key(6), sde, score, (20_000, 1), 500, alpha=alpha,
+                           x_init=x_T)
         # std of the sample variance is var * sqrt(2/n) ~ 0.0025; 500 steps add < 2% bias.
         assert float(x.var()) == pytest.approx(float(var_e), rel=0.05)
 
