@@ -21,8 +21,11 @@ def test_dsm_loss_of_the_exact_score_is_its_closed_form():
     score = lambda x, t: -x / var(t)[:, None]
     x0 = s0 * jax.random.normal(jax.random.key(0), (200_000, d))
     ts = jnp.linspace(eps, sde.T, 20_001)
-    for weighting, lam in (("none", lambda t: 1.0), ("sigma2", lambda t: sde.marginal_coeffs(t)[1] ** 2),
-                           ("likelihood", lambda t: sde.beta(t))):
+    for weighting, lam in (
+        ("none", lambda t: 1.0),
+        ("sigma2", lambda t: sde.marginal_coeffs(t)[1] ** 2),
+        ("likelihood", lambda t: sde.beta(t)),
+    ):
         integrand = lam(ts) * d * (1 / sde.marginal_coeffs(ts)[1] ** 2 - 1 / var(ts))
         expected = float(jnp.trapezoid(integrand, ts) / (sde.T - eps))
         got = float(dsm_loss(jax.random.key(1), sde, score, x0, weighting=weighting, eps=eps))
@@ -33,7 +36,7 @@ def test_dsm_loss_of_the_exact_score_is_its_closed_form():
 def test_dsm_loss_is_minimised_by_the_true_score():
     sde = VPSDE()
     x0 = 0.5 * jax.random.normal(jax.random.key(0), (50_000, 2))
-    var = lambda t: (sde.marginal_coeffs(t)[0] ** 2 * 0.25 + sde.marginal_coeffs(t)[1] ** 2)
+    var = lambda t: sde.marginal_coeffs(t)[0] ** 2 * 0.25 + sde.marginal_coeffs(t)[1] ** 2
     exact = lambda x, t: -x / var(t)[:, None]
     wrong = lambda x, t: -1.2 * x / var(t)[:, None]
     key = jax.random.key(3)
@@ -77,13 +80,25 @@ def test_objective_has_gradients():
 @pytest.mark.parametrize(
     "call, match",
     [
-        (lambda: dsm_loss(jax.random.key(0), VPSDE(), lambda x, t: x, jnp.ones((4, 2)),
-                          weighting="snr"), "weighting"),
+        (
+            lambda: dsm_loss(
+                jax.random.key(0), VPSDE(), lambda x, t: x, jnp.ones((4, 2)), weighting="snr"
+            ),
+            "weighting",
+        ),
         (lambda: dsm_loss(jax.random.key(0), VPSDE(), lambda x, t: x, jnp.ones(4)), "x0"),
-        (lambda: ism_loss(jax.random.key(0), lambda x, t: x, jnp.ones((4, 2)), 0.0,
-                          divergence="trace"), "divergence"),
-        (lambda: divergence(jax.random.key(0), lambda x: x, jnp.ones((4, 2)),
-                            method="hutchinson", n_probes=0), "n_probes"),
+        (
+            lambda: ism_loss(
+                jax.random.key(0), lambda x, t: x, jnp.ones((4, 2)), 0.0, divergence="trace"
+            ),
+            "divergence",
+        ),
+        (
+            lambda: divergence(
+                jax.random.key(0), lambda x: x, jnp.ones((4, 2)), method="hutchinson", n_probes=0
+            ),
+            "n_probes",
+        ),
     ],
 )
 def test_bad_input_is_refused(call, match):

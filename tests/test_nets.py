@@ -19,8 +19,9 @@ def test_score_mlp_configurations_of_the_papers():
     zhang = ScoreMLP(features=(64,) * 5, activation=nn.gelu)
     for model, n_dense in ((kwon, 5), (zhang, 6)):
         params = init(model, 2)
-        dense = [k for k in jax.tree_util.tree_flatten_with_path(params)[0]
-                 if "kernel" in str(k[0][-1])]
+        dense = [
+            k for k in jax.tree_util.tree_flatten_with_path(params)[0] if "kernel" in str(k[0][-1])
+        ]
         assert len(dense) == n_dense
         assert model.apply(params, jnp.ones((7, 2)), 0.3).shape == (7, 2)
 
@@ -29,8 +30,9 @@ def test_scalar_and_vector_time_agree():
     model = ScoreMLP(features=(16, 16))
     params = init(model)
     x = jax.random.normal(jax.random.key(1), (4, 3))
-    np.testing.assert_allclose(model.apply(params, x, 0.4),
-                               model.apply(params, x, jnp.full((4,), 0.4)), rtol=1e-6)
+    np.testing.assert_allclose(
+        model.apply(params, x, 0.4), model.apply(params, x, jnp.full((4,), 0.4)), rtol=1e-6
+    )
     assert not np.allclose(model.apply(params, x, 0.1), model.apply(params, x, 0.9))
 
 

@@ -49,8 +49,9 @@ def test_diffrax_recovers_mixture_from_exact_score(mixture_setup, kind):
     x, stats = diffrax_solve(jax.random.key(1), sde, mix.score_fn(sde), (N, 2), kind=kind)
     assert stats["success"] and stats["nfe"] > 0
     assert float(metrics.w2(x, target, method="exact")) < 2 * floor
-    x10, stats10 = diffrax_solve(jax.random.key(1), sde, mix.score_fn(sde), (N, 2), kind=kind,
-                                 n_steps=3, solver="euler")
+    x10, stats10 = diffrax_solve(
+        jax.random.key(1), sde, mix.score_fn(sde), (N, 2), kind=kind, n_steps=3, solver="euler"
+    )
     assert stats10["nfe"] == 3
     assert float(metrics.w2(x10, target, method="exact")) > 2 * floor
 
@@ -81,9 +82,19 @@ def test_probability_flow_convergence_orders():
     exact = mean_e + (x_T - mean_T) * jnp.sqrt(var_e / var_T)
     steps = np.array([8, 16, 32, 64])
     for method, order in (("euler", 1.0), ("heun", 2.0)):
-        errs = [float(jnp.max(jnp.abs(probability_flow(jax.random.key(0), sde, score, (9, 1), n,
-                                                       method=method, x_init=x_T) - exact)))
-                for n in steps]
+        errs = [
+            float(
+                jnp.max(
+                    jnp.abs(
+                        probability_flow(
+                            jax.random.key(0), sde, score, (9, 1), n, method=method, x_init=x_T
+                        )
+                        - exact
+                    )
+                )
+            )
+            for n in steps
+        ]
         slope = -np.polyfit(np.log(steps), np.log(errs), 1)[0]
         assert order - 0.25 < slope < order + 0.35, (method, errs, slope)
 
@@ -97,8 +108,13 @@ def test_euler_maruyama_weak_order_one():
     x_T = x_T - x_T.mean() + mean_T  # remove the Monte Carlo error of the start
     mean_e, _ = moments(jnp.asarray(1e-3))
     steps = np.array([8, 16, 32, 64])
-    errs = [abs(float(euler_maruyama(jax.random.key(4), sde, score, (n, 1), k,
-                                     x_init=x_T).mean()) - float(mean_e)) for k in steps]
+    errs = [
+        abs(
+            float(euler_maruyama(jax.random.key(4), sde, score, (n, 1), k, x_init=x_T).mean())
+            - float(mean_e)
+        )
+        for k in steps
+    ]
     # Sampling noise of the mean is ~ 0.3 / sqrt(n) ~ 1e-3, well below the smallest error.
     assert min(errs) > 5e-3
     slope = -np.polyfit(np.log(steps), np.log(errs), 1)[0]
@@ -121,8 +137,7 @@ def test_alpha_sweep_keeps_the_marginals():
     # Start from p_T itself: with alpha = 0 a prior mismatch would never be forgotten.
     x_T = jnp.sqrt(var_T) * jax.random.normal(jax.random.key(7), (20_000, 1))
     for alpha in (0.0, 0.5, 2.0):
-        x = euler_maruyama(jax.random.key(6), sde, score, (20_000, 1), 500, alpha=alpha,
-                           x_init=x_T)
+        x = euler_maruyama(jax.random.key(6), sde, score, (20_000, 1), 500, alpha=alpha, x_init=x_T)
         # std of the sample variance is var * sqrt(2/n) ~ 0.0025; 500 steps add < 2% bias.
         assert float(x.var()) == pytest.approx(float(var_e), rel=0.05)
 
@@ -135,8 +150,9 @@ def test_ve_sampler_recovers_gaussian():
 
 
 def test_langevin_targets_the_density():
-    x = langevin(jax.random.key(0), lambda x, t: -(x - 1.0) / 0.25, jnp.zeros((20_000, 2)), 400,
-                 0.005)
+    x = langevin(
+        jax.random.key(0), lambda x, t: -(x - 1.0) / 0.25, jnp.zeros((20_000, 2)), 400, 0.005
+    )
     # ULA's stationary variance is var / (1 - step / (2 var)) = 0.25 * 1.01.
     assert float(x.mean()) == pytest.approx(1.0, abs=0.02)
     assert float(x.var()) == pytest.approx(0.2525, rel=0.04)
@@ -203,20 +219,35 @@ def test_new_partial_with_same_shapes_reuses_the_compilation():
         (lambda s: euler_maruyama(jax.random.key(0), VPSDE(), s, (8, 2), 2.5), "n_steps"),
         (lambda s: euler_maruyama(jax.random.key(0), VPSDE(), s, (8,), 10), "shape"),
         (lambda s: euler_maruyama(jax.random.key(0), VPSDE(), s, (8, 2), 10, eps=1.5), "eps"),
-        (lambda s: euler_maruyama(jax.random.key(0), VPSDE(), s, (8, 2), 10, alpha=-1.0),
-         "alpha"),
-        (lambda s: euler_maruyama(jax.random.key(0), VPSDE(), s, (8, 2), 10,
-                                  x_init=jnp.ones((8, 3))), "x_init"),
-        (lambda s: euler_maruyama(jax.random.key(0), VPSDE(), s, (2, 2), 10,
-                                  x_init=jnp.array([[0.0, jnp.nan], [0.0, 0.0]])), "NaN"),
-        (lambda s: probability_flow(jax.random.key(0), VPSDE(), s, (8, 2), 10, method="rk4"),
-         "method"),
+        (lambda s: euler_maruyama(jax.random.key(0), VPSDE(), s, (8, 2), 10, alpha=-1.0), "alpha"),
+        (
+            lambda s: euler_maruyama(
+                jax.random.key(0), VPSDE(), s, (8, 2), 10, x_init=jnp.ones((8, 3))
+            ),
+            "x_init",
+        ),
+        (
+            lambda s: euler_maruyama(
+                jax.random.key(0),
+                VPSDE(),
+                s,
+                (2, 2),
+                10,
+                x_init=jnp.array([[0.0, jnp.nan], [0.0, 0.0]]),
+            ),
+            "NaN",
+        ),
+        (
+            lambda s: probability_flow(jax.random.key(0), VPSDE(), s, (8, 2), 10, method="rk4"),
+            "method",
+        ),
         (lambda s: langevin(jax.random.key(0), s, jnp.ones((8, 2)), 10, -0.1), "step_size"),
         (lambda s: diffrax_solve(jax.random.key(0), VPSDE(), s, (8, 2), kind="pde"), "kind"),
-        (lambda s: diffrax_solve(jax.random.key(0), VPSDE(), s, (8, 2), solver="euler"),
-         "n_steps"),
-        (lambda s: log_likelihood(jax.random.key(0), VPSDE(), s, jnp.ones((2, 2)), trace="x"),
-         "trace"),
+        (lambda s: diffrax_solve(jax.random.key(0), VPSDE(), s, (8, 2), solver="euler"), "n_steps"),
+        (
+            lambda s: log_likelihood(jax.random.key(0), VPSDE(), s, jnp.ones((2, 2)), trace="x"),
+            "trace",
+        ),
     ],
 )
 def test_bad_input_is_refused(call, match):

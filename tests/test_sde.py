@@ -56,8 +56,9 @@ def test_variance_solves_its_moment_ode(sde):
         t = jnp.asarray(t)
         a, g = sde.drift_coeff(t), sde.diffusion(t)
         assert float(jax.grad(var)(t)) == pytest.approx(float(-2 * a * var(t) + g**2), rel=2e-3)
-        assert float(jax.grad(mean_coef)(t)) == pytest.approx(float(-a * mean_coef(t)),
-                                                              rel=2e-3, abs=1e-6)
+        assert float(jax.grad(mean_coef)(t)) == pytest.approx(
+            float(-a * mean_coef(t)), rel=2e-3, abs=1e-6
+        )
 
 
 def test_vp_prior_is_reached_and_logp_is_gaussian():
@@ -82,12 +83,15 @@ def test_reverse_drift_interpolates_between_ode_and_sde():
     t = jnp.full((4,), 0.3)
     score = lambda y, t: -2.0 * y
     f, g2 = sde.drift(x, t), sde.diffusion(0.3) ** 2
-    np.testing.assert_allclose(sde.reverse_drift(score, x, t, alpha=1.0), f - g2 * score(x, t),
-                               rtol=1e-5)
-    np.testing.assert_allclose(sde.probability_flow_drift(score, x, t),
-                               f - 0.5 * g2 * score(x, t), rtol=1e-5)
-    np.testing.assert_allclose(sde.reverse_drift(score, x, t, alpha=3.0),
-                               f - 2.0 * g2 * score(x, t), rtol=1e-5)
+    np.testing.assert_allclose(
+        sde.reverse_drift(score, x, t, alpha=1.0), f - g2 * score(x, t), rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        sde.probability_flow_drift(score, x, t), f - 0.5 * g2 * score(x, t), rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        sde.reverse_drift(score, x, t, alpha=3.0), f - 2.0 * g2 * score(x, t), rtol=1e-5
+    )
 
 
 def test_sdes_pass_through_jit_and_vmap():
@@ -96,7 +100,8 @@ def test_sdes_pass_through_jit_and_vmap():
         return sde.marginal_coeffs(t)[1]
 
     assert float(std_at(VPSDE(beta_max=10.0), 0.5)) == pytest.approx(
-        float(VPSDE(beta_max=10.0).marginal_coeffs(0.5)[1]), rel=1e-6)
+        float(VPSDE(beta_max=10.0).marginal_coeffs(0.5)[1]), rel=1e-6
+    )
     betas = jax.vmap(lambda b: VPSDE(beta_max=b).beta(1.0))(jnp.array([5.0, 10.0]))
     np.testing.assert_allclose(betas, [5.0, 10.0])
 

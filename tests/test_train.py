@@ -50,12 +50,21 @@ def small_run(tmp_path, name, n_steps, checkpoint_every=None):
     params = model.init(jax.random.key(0), jnp.zeros((1, 2)), jnp.zeros((1,)))
     data = 0.5 * jax.random.normal(jax.random.key(1), (256, 2))
     optimizer = optax.adam(1e-2)
-    step = make_train_step(dsm_objective(VPSDE(), model.apply, weighting="sigma2"), optimizer,
-                           ema_decay=0.9)
+    step = make_train_step(
+        dsm_objective(VPSDE(), model.apply, weighting="sigma2"), optimizer, ema_decay=0.9
+    )
     state = create_train_state(jax.random.key(2), params, optimizer)
-    return fit(state, step, dataset_sampler(data, 32), n_steps, data_key=jax.random.key(3),
-               run_dir=None if name is None else tmp_path / name,
-               checkpoint_every=checkpoint_every, log_every=5, progress=False)
+    return fit(
+        state,
+        step,
+        dataset_sampler(data, 32),
+        n_steps,
+        data_key=jax.random.key(3),
+        run_dir=None if name is None else tmp_path / name,
+        checkpoint_every=checkpoint_every,
+        log_every=5,
+        progress=False,
+    )
 
 
 def test_resume_reaches_the_uninterrupted_parameters(tmp_path):

@@ -44,17 +44,21 @@ def check_time(t, T: float, name: str = "t") -> None:
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} contains NaN or Inf")
     if np.any(arr < 0) or np.any(arr > T * (1 + 1e-6)):
-        raise ValueError(f"{name} must lie in [0, T] = [0, {T}], got values in "
-                         f"[{arr.min()}, {arr.max()}]")
+        raise ValueError(
+            f"{name} must lie in [0, T] = [0, {T}], got values in [{arr.min()}, {arr.max()}]"
+        )
 
 
 def check_shape_tuple(shape, name: str = "shape") -> tuple[int, ...]:
     try:
         shape = tuple(int(s) for s in shape)
     except TypeError as err:
-        raise ValueError(f"{name} must be a tuple of positive ints (n, *event), "
-                         f"got {shape!r}") from err
+        raise ValueError(
+            f"{name} must be a tuple of positive ints (n, *event), got {shape!r}"
+        ) from err
     if len(shape) < 2 or any(s <= 0 for s in shape):
-        raise ValueError(f"{name} must be a tuple of positive ints (n, *event) with at "
-                         f"least two entries, got {shape!r}")
+        raise ValueError(
+            f"{name} must be a tuple of positive ints (n, *event) with at "
+            f"least two entries, got {shape!r}"
+        )
     return shape

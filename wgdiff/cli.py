@@ -22,8 +22,12 @@ ACTIVATIONS = ("softplus", "silu", "gelu", "tanh")
 def build_sde(config: dict):
     from wgdiff.sde import VPSDE
 
-    return VPSDE(beta_min=config["beta_min"], beta_max=config["beta_max"],
-                 schedule=config["schedule"], T=config["T"])
+    return VPSDE(
+        beta_min=config["beta_min"],
+        beta_max=config["beta_max"],
+        schedule=config["schedule"],
+        T=config["T"],
+    )
 
 
 def build_model(config: dict):
@@ -32,8 +36,11 @@ def build_model(config: dict):
     from wgdiff.nets import PotentialMLP, ScoreMLP
 
     cls = {"mlp": ScoreMLP, "potential": PotentialMLP}[config["net"]]
-    return cls(features=tuple(config["features"]), activation=getattr(nn, config["activation"]),
-               time_scale=1000.0 / config["T"])
+    return cls(
+        features=tuple(config["features"]),
+        activation=getattr(nn, config["activation"]),
+        time_scale=1000.0 / config["T"],
+    )
 
 
 def split_dataset(name: str, n_train: int, n_heldout: int, seed: int):
@@ -53,23 +60,40 @@ def train_run(config: dict, run_dir: Path, *, progress: bool = True):
     import jax.numpy as jnp
 
     from wgdiff.losses import dsm_objective
-    from wgdiff.train import create_train_state, dataset_sampler, default_optimizer, fit
-    from wgdiff.train import make_train_step
+    from wgdiff.train import (
+        create_train_state,
+        dataset_sampler,
+        default_optimizer,
+        fit,
+        make_train_step,
+    )
 
     sde = build_sde(config)
     model = build_model(config)
-    train, heldout = split_dataset(config["dataset"], config["n_train"], config["n_heldout"],
-                                   config["seed"])
+    train, heldout = split_dataset(
+        config["dataset"], config["n_train"], config["n_heldout"], config["seed"]
+    )
     init_key, state_key, data_key = jax.random.split(jax.random.key(config["seed"] + 1), 3)
     params = model.init(init_key, train[:1], jnp.zeros((1,)))
     optimizer = default_optimizer(config["lr"])
     state = create_train_state(state_key, params, optimizer)
-    step = make_train_step(dsm_objective(sde, model.apply, weighting=config["weighting"]),
-                           optimizer, ema_decay=config["ema_decay"])
-    state, history = fit(state, step, dataset_sampler(train, config["batch_size"]),
-                         config["steps"], data_key=data_key, run_dir=run_dir,
-                         checkpoint_every=config["checkpoint_every"], log_every=100,
-                         progress=progress, config=config)
+    step = make_train_step(
+        dsm_objective(sde, model.apply, weighting=config["weighting"]),
+        optimizer,
+        ema_decay=config["ema_decay"],
+    )
+    state, history = fit(
+        state,
+        step,
+        dataset_sampler(train, config["batch_size"]),
+        config["steps"],
+        data_key=data_key,
+        run_dir=run_dir,
+        checkpoint_every=config["checkpoint_every"],
+        log_every=100,
+        progress=progress,
+        config=config,
+    )
     return model, state, history, heldout
 
 
@@ -78,16 +102,21 @@ def load_run(run_dir: Path):
     import jax
     import jax.numpy as jnp
 
-    from wgdiff.train import checkpoint_manager, create_train_state, default_optimizer
-    from wgdiff.train import restore_checkpoint
+    from wgdiff.train import (
+        checkpoint_manager,
+        create_train_state,
+        default_optimizer,
+        restore_checkpoint,
+    )
 
     config_path = run_dir / "config.json"
     if not config_path.exists():
         raise SystemExit(f"error: {run_dir} has no config.json; train first with `wgdiff train`")
     config = json.loads(config_path.read_text())
     model = build_model(config)
-    train, heldout = split_dataset(config["dataset"], config["n_train"], config["n_heldout"],
-                                   config["seed"])
+    train, heldout = split_dataset(
+        config["dataset"], config["n_train"], config["n_heldout"], config["seed"]
+    )
     params = model.init(jax.random.key(0), train[:1], jnp.zeros((1,)))
     like = create_train_state(jax.random.key(0), params, default_optimizer(config["lr"]))
     manager = checkpoint_manager(run_dir)
@@ -104,8 +133,9 @@ def draw_samples(key, sde, score_fn, n: int, dim: int, sampler: str, steps: int 
     if sampler == "em":
         return samplers.euler_maruyama(key, sde, score_fn, shape, steps, return_info=True)
     if sampler in ("pf-euler", "pf-heun"):
-        return samplers.probability_flow(key, sde, score_fn, shape, steps,
-                                         method=sampler[3:], return_info=True)
+        return samplers.probability_flow(
+            key, sde, score_fn, shape, steps, method=sampler[3:], return_info=True
+        )
     x, stats = samplers.diffrax_solve(key, sde, score_fn, shape, kind=sampler, n_steps=steps)
     return x, {"nfe": stats["nfe"]}
 
@@ -132,11 +162,22 @@ def scatter_png(path: Path, panels: list[tuple[str, object]], reference) -> None
 # -- commands ----------------------------------------------------------------------------
 def _config_from_args(args) -> dict:
     return {
-        "dataset": args.dataset, "net": args.net, "features": [args.width] * args.depth,
-        "activation": args.activation, "beta_min": args.beta_min, "beta_max": args.beta_max,
-        "schedule": args.schedule, "T": args.T, "weighting": args.weighting, "lr": args.lr,
-        "batch_size": args.batch_size, "steps": args.steps, "ema_decay": args.ema_decay,
-        "n_train": args.n_train, "n_heldout": args.n_heldout, "seed": args.seed,
+        "dataset": args.dataset,
+        "net": args.net,
+        "features": [args.width] * args.depth,
+        "activation": args.activation,
+        "beta_min": args.beta_min,
+        "beta_max": args.beta_max,
+        "schedule": args.schedule,
+        "T": args.T,
+        "weighting": args.weighting,
+        "lr": args.lr,
+        "batch_size": args.batch_size,
+        "steps": args.steps,
+        "ema_decay": args.ema_decay,
+        "n_train": args.n_train,
+        "n_heldout": args.n_heldout,
+        "seed": args.seed,
         "checkpoint_every": args.checkpoint_every,
     }
 
@@ -146,8 +187,10 @@ def cmd_train(args) -> int:
     run_dir = Path(args.run_dir)
     start = time.perf_counter()
     _, state, history, _ = train_run(config, run_dir, progress=not args.quiet)
-    print(f"trained {int(state.step)} steps in {time.perf_counter() - start:.1f}s; "
-          f"final loss {history[-1]['loss']:.4f}; run directory {run_dir}")
+    print(
+        f"trained {int(state.step)} steps in {time.perf_counter() - start:.1f}s; "
+        f"final loss {history[-1]['loss']:.4f}; run directory {run_dir}"
+    )
     return 0
 
 
@@ -159,14 +202,17 @@ def cmd_sample(args) -> int:
     config, model, params, heldout = load_run(run_dir)
     sde = build_sde(config)
     score_fn = functools.partial(model.apply, params)
-    x, info = draw_samples(jax.random.key(args.seed), sde, score_fn, args.n, heldout.shape[1],
-                           args.sampler, args.steps)
+    x, info = draw_samples(
+        jax.random.key(args.seed), sde, score_fn, args.n, heldout.shape[1], args.sampler, args.steps
+    )
     out = Path(args.out) if args.out else run_dir / f"samples_{args.sampler}_{args.steps}.npy"
     np.save(out, np.asarray(x))
     if heldout.shape[1] == 2:
-        scatter_png(out.with_suffix(".png"), [("held-out data", heldout),
-                                              (f"{args.sampler}, NFE {info['nfe']:.0f}", x)],
-                    heldout)
+        scatter_png(
+            out.with_suffix(".png"),
+            [("held-out data", heldout), (f"{args.sampler}, NFE {info['nfe']:.0f}", x)],
+            heldout,
+        )
     print(f"wrote {args.n} samples ({args.sampler}, NFE {info['nfe']:.0f}) to {out}")
     return 0
 
@@ -180,8 +226,15 @@ def cmd_evaluate(args) -> int:
     config, model, params, heldout = load_run(run_dir)
     sde = build_sde(config)
     score_fn = functools.partial(model.apply, params)
-    x, info = draw_samples(jax.random.key(args.seed), sde, score_fn, heldout.shape[0],
-                           heldout.shape[1], args.sampler, args.steps)
+    x, info = draw_samples(
+        jax.random.key(args.seed),
+        sde,
+        score_fn,
+        heldout.shape[0],
+        heldout.shape[1],
+        args.sampler,
+        args.steps,
+    )
     report = {"sampler": args.sampler, "nfe": info["nfe"], "w2": metrics.w2_with_info(x, heldout)}
     report.update(_certificates(jax.random.key(args.seed + 1), sde, score_fn, heldout))
     path = run_dir / "evaluation.json"
@@ -208,10 +261,22 @@ def cmd_demo(args) -> int:
     run_dir = Path(args.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     config = {
-        "dataset": args.dataset, "net": "mlp", "features": [128] * 4, "activation": "silu",
-        "beta_min": 0.1, "beta_max": 20.0, "schedule": "linear", "T": 1.0,
-        "weighting": "sigma2", "lr": 2e-3, "batch_size": 256, "steps": args.steps,
-        "ema_decay": 0.995, "n_train": 20_000, "n_heldout": args.n_samples, "seed": args.seed,
+        "dataset": args.dataset,
+        "net": "mlp",
+        "features": [128] * 4,
+        "activation": "silu",
+        "beta_min": 0.1,
+        "beta_max": 20.0,
+        "schedule": "linear",
+        "T": 1.0,
+        "weighting": "sigma2",
+        "lr": 2e-3,
+        "batch_size": 256,
+        "steps": args.steps,
+        "ema_decay": 0.995,
+        "n_train": 20_000,
+        "n_heldout": args.n_samples,
+        "seed": args.seed,
         "checkpoint_every": None,
     }
     print(f"[1/3] training a score MLP on {args.dataset} ({args.steps} steps, VP SDE, DSM)")
@@ -226,15 +291,25 @@ def cmd_demo(args) -> int:
     key = jax.random.key(args.seed + 7)
     for i, (name, steps) in enumerate(sampler_runs):
         t0 = time.perf_counter()
-        x, info = draw_samples(jax.random.fold_in(key, i), sde, score_fn, args.n_samples,
-                               heldout.shape[1], name, steps)
+        x, info = draw_samples(
+            jax.random.fold_in(key, i), sde, score_fn, args.n_samples, heldout.shape[1], name, steps
+        )
         x = jax.block_until_ready(x)
         seconds = time.perf_counter() - t0
         w2 = metrics.w2_with_info(x, heldout)
-        label = {"em": "Euler-Maruyama", "pf-heun": "prob. flow Heun",
-                 "ode": "prob. flow Tsit5"}[name]
-        rows.append({"sampler": label, "steps": steps or "adaptive", "nfe": info["nfe"],
-                     "w2": float(w2["value"]), "w2_method": w2["method"], "seconds": seconds})
+        label = {"em": "Euler-Maruyama", "pf-heun": "prob. flow Heun", "ode": "prob. flow Tsit5"}[
+            name
+        ]
+        rows.append(
+            {
+                "sampler": label,
+                "steps": steps or "adaptive",
+                "nfe": info["nfe"],
+                "w2": float(w2["value"]),
+                "w2_method": w2["method"],
+                "seconds": seconds,
+            }
+        )
         panels.append((f"{label}\n{rows[-1]['steps']} steps, W2 {rows[-1]['w2']:.3f}", x))
     floor_key = jax.random.key(args.seed + 99)
     fresh = toy.get(args.dataset)(floor_key, args.n_samples)
@@ -243,21 +318,29 @@ def cmd_demo(args) -> int:
     header = f"{'sampler':<18}{'steps':>9}{'NFE':>8}{'W2':>9}{'seconds':>9}"
     lines = [header, "-" * len(header)]
     for r in rows:
-        lines.append(f"{r['sampler']:<18}{r['steps']!s:>9}{r['nfe']:>8.0f}{r['w2']:>9.4f}"
-                     f"{r['seconds']:>9.2f}")
+        lines.append(
+            f"{r['sampler']:<18}{r['steps']!s:>9}{r['nfe']:>8.0f}{r['w2']:>9.4f}"
+            f"{r['seconds']:>9.2f}"
+        )
     lines.append(f"{'fresh data (floor)':<18}{'':>9}{'':>8}{floor:>9.4f}{'':>9}")
     print("\n".join(lines))
     scatter_png(run_dir / "samples.png", [("held-out data", heldout), *panels], heldout)
     result = {
-        "dataset": args.dataset, "config": config, "train_seconds": train_time,
-        "final_loss": history[-1]["loss"], "rows": rows, "w2_fresh_vs_heldout": floor,
+        "dataset": args.dataset,
+        "config": config,
+        "train_seconds": train_time,
+        "final_loss": history[-1]["loss"],
+        "rows": rows,
+        "w2_fresh_vs_heldout": floor,
         "total_seconds": time.perf_counter() - start,
         "w2_definition": "W2 distance (not squared) between empirical measures, "
-                         f"{args.n_samples} points each",
+        f"{args.n_samples} points each",
     }
     (run_dir / "results.json").write_text(json.dumps(result, indent=2))
-    print(f"wrote {run_dir / 'samples.png'} and {run_dir / 'results.json'} "
-          f"in {result['total_seconds']:.0f}s")
+    print(
+        f"wrote {run_dir / 'samples.png'} and {run_dir / 'results.json'} "
+        f"in {result['total_seconds']:.0f}s"
+    )
     return 0
 
 
@@ -272,20 +355,32 @@ def _add_train_options(p) -> None:
     g = p.add_argument_group("forward SDE (VP)")
     g.add_argument("--beta-min", type=float, default=0.1, help="(default: 0.1)")
     g.add_argument("--beta-max", type=float, default=20.0, help="(default: 20.0)")
-    g.add_argument("--schedule", choices=("linear", "cosine", "sigmoid"), default="linear",
-                   help="beta schedule (default: linear)")
+    g.add_argument(
+        "--schedule",
+        choices=("linear", "cosine", "sigmoid"),
+        default="linear",
+        help="beta schedule (default: linear)",
+    )
     g.add_argument("--T", type=float, default=1.0, help="time horizon (default: 1.0)")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--weighting", choices=("likelihood", "sigma2", "none"), default="sigma2",
-                   help="DSM weighting lambda(t) (default: sigma2)")
+    g.add_argument(
+        "--weighting",
+        choices=("likelihood", "sigma2", "none"),
+        default="sigma2",
+        help="DSM weighting lambda(t) (default: sigma2)",
+    )
     g.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate (default: 2e-3)")
     g.add_argument("--batch-size", type=int, default=256, help="(default: 256)")
     g.add_argument("--steps", type=int, default=5000, help="training steps (default: 5000)")
     g.add_argument("--ema-decay", type=float, default=0.995, help="(default: 0.995)")
     g.add_argument("--n-train", type=int, default=20_000, help="training points (default: 20000)")
     g.add_argument("--n-heldout", type=int, default=2000, help="held-out points (default: 2000)")
-    g.add_argument("--checkpoint-every", type=int, default=1000,
-                   help="checkpoint interval in steps (default: 1000)")
+    g.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=1000,
+        help="checkpoint interval in steps (default: 1000)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -295,28 +390,44 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("demo", help="train on a 2-D toy set, sample, print a W2/NFE table",
-                       description="Train a score MLP on a 2-D toy set on CPU, sample with "
-                       "Euler-Maruyama and the probability-flow ODE at several step counts, "
-                       "print W2 to held-out data and NFE, write samples.png and results.json.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser(
+        "demo",
+        help="train on a 2-D toy set, sample, print a W2/NFE table",
+        description="Train a score MLP on a 2-D toy set on CPU, sample with "
+        "Euler-Maruyama and the probability-flow ODE at several step counts, "
+        "print W2 to held-out data and NFE, write samples.png and results.json.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--dataset", default="two_moons", help="toy data set")
     p.add_argument("--steps", type=int, default=4000, help="training steps")
     p.add_argument("--n-samples", type=int, default=2000, help="samples per sampler")
-    p.add_argument("--em-steps", type=int, nargs="+", default=[10, 100, 1000],
-                   help="Euler-Maruyama step counts")
-    p.add_argument("--ode-steps", type=int, nargs="+", default=[10, 50],
-                   help="probability-flow Heun step counts")
+    p.add_argument(
+        "--em-steps",
+        type=int,
+        nargs="+",
+        default=[10, 100, 1000],
+        help="Euler-Maruyama step counts",
+    )
+    p.add_argument(
+        "--ode-steps",
+        type=int,
+        nargs="+",
+        default=[10, 50],
+        help="probability-flow Heun step counts",
+    )
     p.add_argument("--run-dir", default="runs/demo", help="output directory")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("train", help="train a score model with denoising score matching",
-                       description="Train a score network on a toy data set with DSM under a "
-                       "VP SDE; checkpoints and metrics.jsonl go to --run-dir, and running the "
-                       "same command again resumes from the latest checkpoint.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser(
+        "train",
+        help="train a score model with denoising score matching",
+        description="Train a score network on a toy data set with DSM under a "
+        "VP SDE; checkpoints and metrics.jsonl go to --run-dir, and running the "
+        "same command again resumes from the latest checkpoint.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     _add_train_options(p)
     p.add_argument("--run-dir", default="runs/train", help="run directory")
     p.add_argument("--seed", type=int, default=0, help="random seed")
@@ -327,15 +438,26 @@ def build_parser() -> argparse.ArgumentParser:
         ("sample", cmd_sample, "draw samples from a trained run (EMA parameters)"),
         ("evaluate", cmd_evaluate, "W2 to held-out data, Kwon bound, conservativity"),
     ):
-        p = sub.add_parser(name, help=text, description=text.capitalize() + ".",
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p = sub.add_parser(
+            name,
+            help=text,
+            description=text.capitalize() + ".",
+            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        )
         p.add_argument("--run-dir", default="runs/train", help="trained run directory")
-        p.add_argument("--sampler", choices=SAMPLERS, default="em",
-                       help="em: Euler-Maruyama; pf-euler/pf-heun: probability-flow scan; "
-                       "ode/sde: diffrax (adaptive unless --steps)")
-        p.add_argument("--steps", type=int, default=None,
-                       help="sampler steps (default: 500 for scan samplers, adaptive for "
-                       "diffrax)")
+        p.add_argument(
+            "--sampler",
+            choices=SAMPLERS,
+            default="em",
+            help="em: Euler-Maruyama; pf-euler/pf-heun: probability-flow scan; "
+            "ode/sde: diffrax (adaptive unless --steps)",
+        )
+        p.add_argument(
+            "--steps",
+            type=int,
+            default=None,
+            help="sampler steps (default: 500 for scan samplers, adaptive for diffrax)",
+        )
         p.add_argument("--seed", type=int, default=0, help="random seed")
         if name == "sample":
             p.add_argument("--n", type=int, default=2000, help="number of samples")

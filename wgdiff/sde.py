@@ -23,7 +23,7 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -185,8 +185,10 @@ class VPSDE(SDE):
         if self.schedule == "sigmoid":
             return self.beta_min + (self.beta_max - self.beta_min) * jax.nn.sigmoid(12 * u - 6)
         angle = (u + _COSINE_OFFSET) / (1 + _COSINE_OFFSET) * (jnp.pi / 2)
-        analytic = jnp.pi / (self.T * (1 + _COSINE_OFFSET)) * jnp.tan(
-            jnp.minimum(angle, self._cosine_cap_angle())
+        analytic = (
+            jnp.pi
+            / (self.T * (1 + _COSINE_OFFSET))
+            * jnp.tan(jnp.minimum(angle, self._cosine_cap_angle()))
         )
         return jnp.minimum(analytic, self.beta_max)
 
@@ -227,7 +229,7 @@ class VPSDE(SDE):
 
 @struct.dataclass
 class VESDE(SDE):
-    """Variance-exploding SDE ``dx = g(t) dW``, ``sigma(t) = sigma_min (sigma_max/sigma_min)^(t/T)``.
+    """VE SDE ``dx = g(t) dW`` with ``sigma(t) = sigma_min (sigma_max/sigma_min)^(t/T)``.
 
     ``g(t) = sigma(t) sqrt(2 log(sigma_max / sigma_min) / T)``, so the marginal
     is exactly ``N(x0, (sigma(t)^2 - sigma_min^2) I)``.

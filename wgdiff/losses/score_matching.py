@@ -1,4 +1,4 @@
-"""Score-matching objectives: denoising (Vincent 2011; Song et al. 2021) and implicit (Hyvarinen 2005).
+"""Score matching: denoising (Vincent 2011; Song et al. 2021) and implicit (Hyvarinen 2005).
 
 Conventions: ``x0 (n, *event)``; squared errors are summed over event dimensions
 and averaged over the batch.
@@ -44,8 +44,9 @@ def _sum_event(v):
     return jnp.sum(v.reshape(v.shape[0], -1), axis=-1)
 
 
-def dsm_loss(key, sde: SDE, score_fn: ScoreFn, x0, *, weighting: str = "likelihood",
-             eps: float = 1e-5):
+def dsm_loss(
+    key, sde: SDE, score_fn: ScoreFn, x0, *, weighting: str = "likelihood", eps: float = 1e-5
+):
     """Denoising score matching, ``E_t E lambda(t) |s(x_t, t) - grad log p(x_t | x0)|^2``.
 
     ``t ~ U(eps, T)`` per example, ``x_t = m(t) x0 + s(t) z`` and
@@ -93,8 +94,9 @@ def dsm_objective(sde: SDE, apply_fn, *, weighting: str = "likelihood", eps: flo
     _check_weighting(weighting)
 
     def loss_fn(params, key, batch):
-        return dsm_loss(key, sde, lambda x, t: apply_fn(params, x, t), batch,
-                        weighting=weighting, eps=eps)
+        return dsm_loss(
+            key, sde, lambda x, t: apply_fn(params, x, t), batch, weighting=weighting, eps=eps
+        )
 
     return loss_fn
 
@@ -112,6 +114,7 @@ def divergence(key, fn, x, *, method: str = "exact", n_probes: int = 1):
     event = x.shape[1:]
     d = x[0].size
     if method == "exact":
+
         def single(xi):
             flat = lambda v: fn(v.reshape((1,) + event)).reshape(-1)
             return jnp.trace(jax.jacfwd(flat)(xi.reshape(-1)))

@@ -70,7 +70,7 @@ class MLP(nn.Module):
 
 
 class ScoreMLP(nn.Module):
-    """Time-conditioned MLP score model ``s(x, t)``: ``x (n, d)``, ``t`` scalar or ``(n,)`` -> ``(n, d)``.
+    """Time-conditioned MLP score ``s(x, t)``: ``x (n, d)``, ``t`` scalar or ``(n,)`` -> ``(n, d)``.
 
     Attributes:
         features: hidden widths.

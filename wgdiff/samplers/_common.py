@@ -47,8 +47,9 @@ def check_sampler_args(sde: SDE, shape, n_steps, eps, x_init):
 
 def check_alpha(alpha):
     if not float(alpha) >= 0.0:
-        raise ValueError(f"alpha must be >= 0 (0: probability-flow ODE, 1: reverse SDE), "
-                         f"got {alpha!r}")
+        raise ValueError(
+            f"alpha must be >= 0 (0: probability-flow ODE, 1: reverse SDE), got {alpha!r}"
+        )
 
 
 def initial_state(key, sde: SDE, shape, x_init):
@@ -71,5 +72,12 @@ def with_info(x, nfe: int, return_info: bool):
     return (x, {"nfe": int(nfe)}) if return_info else x
 
 
-__all__ = ["as_pytree_callable", "check_alpha", "check_sampler_args", "full_time",
-           "initial_state", "time_grid", "with_info"]
+__all__ = [
+    "as_pytree_callable",
+    "check_alpha",
+    "check_sampler_args",
+    "full_time",
+    "initial_state",
+    "time_grid",
+    "with_info",
+]

@@ -65,8 +65,9 @@ def _controller(n_steps, span, rtol, atol):
 
 
 @eqx.filter_jit
-def _solve(key, sde, score_fn, shape, kind, solver_name, rtol, atol, n_steps, eps, x_init,
-           max_steps):
+def _solve(
+    key, sde, score_fn, shape, kind, solver_name, rtol, atol, n_steps, eps, x_init, max_steps
+):
     init_key, bm_key = jax.random.split(key)
     x = initial_state(init_key, sde, shape, x_init)
     span = sde.T - eps
@@ -75,12 +76,10 @@ def _solve(key, sde, score_fn, shape, kind, solver_name, rtol, atol, n_steps, ep
         dt0 = span / 64
 
     def ode_field(s, y, args):
-        return -sde.probability_flow_drift(score_fn, y[None],
-                                           jnp.reshape(sde.T - s, (1,)))[0]
+        return -sde.probability_flow_drift(score_fn, y[None], jnp.reshape(sde.T - s, (1,)))[0]
 
     def sde_drift(s, y, args):
-        return -sde.reverse_drift(score_fn, y[None],
-                                  jnp.reshape(sde.T - s, (1,)), 1.0)[0]
+        return -sde.reverse_drift(score_fn, y[None], jnp.reshape(sde.T - s, (1,)), 1.0)[0]
 
     def sde_diffusion(s, y, args):
         return sde.diffusion(sde.T - s) * jnp.ones_like(y)
@@ -90,18 +89,31 @@ def _solve(key, sde, score_fn, shape, kind, solver_name, rtol, atol, n_steps, ep
             terms = diffrax.ODETerm(ode_field)
             solver = ODE_SOLVERS[solver_name][0]()
         else:
-            levy = diffrax.SpaceTimeLevyArea if solver_name in ("spark", "shark", "sea") \
+            levy = (
+                diffrax.SpaceTimeLevyArea
+                if solver_name in ("spark", "shark", "sea")
                 else diffrax.BrownianIncrement
-            bm = diffrax.VirtualBrownianTree(0.0, span, tol=span / 4096, shape=y0.shape, key=k,
-                                             levy_area=levy)
+            )
+            bm = diffrax.VirtualBrownianTree(
+                0.0, span, tol=span / 4096, shape=y0.shape, key=k, levy_area=levy
+            )
             # Diagonal (elementwise) noise: lineax operator, the form diffrax >= 0.7 expects.
             diffusion = diffrax.ControlTerm(
-                lambda s, y, a: lineax.DiagonalLinearOperator(sde_diffusion(s, y, a)), bm)
+                lambda s, y, a: lineax.DiagonalLinearOperator(sde_diffusion(s, y, a)), bm
+            )
             terms = diffrax.MultiTerm(diffrax.ODETerm(sde_drift), diffusion)
             solver = SDE_SOLVERS[solver_name][0]()
-        sol = diffrax.diffeqsolve(terms, solver, 0.0, span, dt0, y0,
-                                  stepsize_controller=controller, max_steps=max_steps,
-                                  saveat=diffrax.SaveAt(t1=True))
+        sol = diffrax.diffeqsolve(
+            terms,
+            solver,
+            0.0,
+            span,
+            dt0,
+            y0,
+            stepsize_controller=controller,
+            max_steps=max_steps,
+            saveat=diffrax.SaveAt(t1=True),
+        )
         return sol.ys[0], sol.stats["num_steps"], sol.result == diffrax.RESULTS.successful
 
     flat = x.reshape(x.shape[0], -1)
@@ -116,10 +128,21 @@ def _apply_flat(score_fn, event, y, t):
     return score_fn(y.reshape((n,) + event), t).reshape(n, -1)
 
 
-def diffrax_solve(key, sde: SDE, score_fn, shape, *, kind: str = "ode", solver: str | None = None,
-                  rtol: float | None = None, atol: float | None = None,
-                  n_steps: int | None = None, eps: float = 1e-3, x_init=None,
-                  max_steps: int = 16_384):
+def diffrax_solve(
+    key,
+    sde: SDE,
+    score_fn,
+    shape,
+    *,
+    kind: str = "ode",
+    solver: str | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+    n_steps: int | None = None,
+    eps: float = 1e-3,
+    x_init=None,
+    max_steps: int = 16_384,
+):
     """Sample by solving the probability-flow ODE or the reverse SDE with diffrax.
 
     Args:
@@ -161,8 +184,20 @@ def diffrax_solve(key, sde: SDE, score_fn, shape, *, kind: str = "ode", solver: 
     flat_score = Partial(_apply_flat, as_pytree_callable(score_fn), shape[1:])
     flat_shape = (shape[0], math.prod(shape[1:]))
     flat_init = None if x_init is None else jnp.reshape(jnp.asarray(x_init), flat_shape)
-    ys, steps, ok = _solve(key, sde, flat_score, flat_shape, kind, solver, float(rtol),
-                           float(atol), n_steps, float(eps), flat_init, max_steps)
+    ys, steps, ok = _solve(
+        key,
+        sde,
+        flat_score,
+        flat_shape,
+        kind,
+        solver,
+        float(rtol),
+        float(atol),
+        n_steps,
+        float(eps),
+        flat_init,
+        max_steps,
+    )
     _, per_step, extra = table[solver]
     steps = np.asarray(steps, dtype=np.int64)
     nfe = per_step * steps + extra
@@ -191,10 +226,18 @@ def _log_likelihood(key, sde, score_fn, x, trace, rtol, atol, eps, max_steps):
 
     def solve_one(y0, k):
         probe = jax.random.rademacher(k, y0.shape, dtype=y0.dtype)
-        sol = diffrax.diffeqsolve(diffrax.ODETerm(field), diffrax.Tsit5(), eps, sde.T,
-                                  (sde.T - eps) / 64, (y0, jnp.zeros((), y0.dtype)), args=probe,
-                                  stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
-                                  max_steps=max_steps, saveat=diffrax.SaveAt(t1=True))
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(field),
+            diffrax.Tsit5(),
+            eps,
+            sde.T,
+            (sde.T - eps) / 64,
+            (y0, jnp.zeros((), y0.dtype)),
+            args=probe,
+            stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+            max_steps=max_steps,
+            saveat=diffrax.SaveAt(t1=True),
+        )
         (yT,), (div_integral,) = sol.ys
         return yT, div_integral
 
@@ -203,8 +246,18 @@ def _log_likelihood(key, sde, score_fn, x, trace, rtol, atol, eps, max_steps):
     return sde.prior_logp(yT) + div_integral
 
 
-def log_likelihood(key, sde: SDE, score_fn, x, *, trace: str = "exact", rtol: float = 1e-5,
-                   atol: float = 1e-5, eps: float = 1e-5, max_steps: int = 16_384):
+def log_likelihood(
+    key,
+    sde: SDE,
+    score_fn,
+    x,
+    *,
+    trace: str = "exact",
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    eps: float = 1e-5,
+    max_steps: int = 16_384,
+):
     """Log-density of ``x`` under the probability-flow ODE model (Song et al. 2021, sec D.2).
 
     Integrates ``dx/dt = v(x, t)`` and ``d log p/dt = -div v`` from ``eps`` to
@@ -227,8 +280,17 @@ def log_likelihood(key, sde: SDE, score_fn, x, *, trace: str = "exact", rtol: fl
     check_finite(x, "x")
     if not (0.0 < float(eps) < sde.T):
         raise ValueError(f"eps must lie in (0, T) = (0, {sde.T}), got {eps!r}")
-    return _log_likelihood(key, sde, as_pytree_callable(score_fn), x, trace, float(rtol),
-                           float(atol), float(eps), max_steps)
+    return _log_likelihood(
+        key,
+        sde,
+        as_pytree_callable(score_fn),
+        x,
+        trace,
+        float(rtol),
+        float(atol),
+        float(eps),
+        max_steps,
+    )
 
 
 __all__ = ["KINDS", "ODE_SOLVERS", "SDE_SOLVERS", "diffrax_solve", "log_likelihood"]

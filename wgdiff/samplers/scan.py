@@ -54,8 +54,18 @@ def _euler_maruyama(key, sde, score_fn, shape, n_steps, alpha, eps, x_init):
     return x
 
 
-def euler_maruyama(key, sde: SDE, score_fn, shape, n_steps: int, *, alpha: float = 1.0,
-                   eps: float = 1e-3, x_init=None, return_info: bool = False):
+def euler_maruyama(
+    key,
+    sde: SDE,
+    score_fn,
+    shape,
+    n_steps: int,
+    *,
+    alpha: float = 1.0,
+    eps: float = 1e-3,
+    x_init=None,
+    return_info: bool = False,
+):
     """Euler-Maruyama on the reverse SDE with Ghimire's reverse-variance knob (sec 6.2).
 
     Step from ``t`` to ``t - h``:
@@ -79,8 +89,9 @@ def euler_maruyama(key, sde: SDE, score_fn, shape, n_steps: int, *, alpha: float
     """
     shape, n_steps = check_sampler_args(sde, shape, n_steps, eps, x_init)
     check_alpha(alpha)
-    x = _euler_maruyama(key, sde, as_pytree_callable(score_fn), shape, n_steps, float(alpha),
-                        float(eps), x_init)
+    x = _euler_maruyama(
+        key, sde, as_pytree_callable(score_fn), shape, n_steps, float(alpha), float(eps), x_init
+    )
     return with_info(x, n_steps, return_info)
 
 
@@ -105,8 +116,18 @@ def _probability_flow(key, sde, score_fn, shape, n_steps, method, eps, x_init):
     return x
 
 
-def probability_flow(key, sde: SDE, score_fn, shape, n_steps: int, *, method: str = "euler",
-                     eps: float = 1e-3, x_init=None, return_info: bool = False):
+def probability_flow(
+    key,
+    sde: SDE,
+    score_fn,
+    shape,
+    n_steps: int,
+    *,
+    method: str = "euler",
+    eps: float = 1e-3,
+    x_init=None,
+    return_info: bool = False,
+):
     """Integrate the probability-flow ODE ``dx/dt = f - g^2 s / 2`` (Ghimire eq. 24) from T to eps.
 
     ``method="euler"`` (first order, NFE = n_steps) or ``"heun"`` (explicit
@@ -118,8 +139,9 @@ def probability_flow(key, sde: SDE, score_fn, shape, n_steps: int, *, method: st
     shape, n_steps = check_sampler_args(sde, shape, n_steps, eps, x_init)
     if method not in PF_METHODS:
         raise ValueError(f"method must be one of {PF_METHODS}, got {method!r}")
-    x = _probability_flow(key, sde, as_pytree_callable(score_fn), shape, n_steps, method,
-                          float(eps), x_init)
+    x = _probability_flow(
+        key, sde, as_pytree_callable(score_fn), shape, n_steps, method, float(eps), x_init
+    )
     return with_info(x, n_steps * (1 if method == "euler" else 2), return_info)
 
 
@@ -136,8 +158,9 @@ def _langevin(key, score_fn, x0, n_steps, step_size, t):
     return x
 
 
-def langevin(key, score_fn, x0, n_steps: int, step_size: float, *, t: float = 0.0,
-             return_info: bool = False):
+def langevin(
+    key, score_fn, x0, n_steps: int, step_size: float, *, t: float = 0.0, return_info: bool = False
+):
     """Unadjusted Langevin dynamics on ``p`` with score ``s = -grad V`` (Ghimire eq. 27).
 
     ``x <- x + delta s(x, t) + sqrt(2 delta) z`` with ``delta = beta delta-tau``

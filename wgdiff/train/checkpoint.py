@@ -56,13 +56,15 @@ def checkpoint_manager(run_dir, *, max_to_keep: int = 3) -> ocp.CheckpointManage
     Temporary directories left by a save that was killed are removed on creation.
     """
     directory = Path(run_dir).resolve() / CHECKPOINT_SUBDIR
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                           cleanup_tmp_directories=True)
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True
+    )
     return ocp.CheckpointManager(directory, options=options)
 
 
-def save_checkpoint(manager: ocp.CheckpointManager, state: TrainState,
-                    config: dict | None = None) -> None:
+def save_checkpoint(
+    manager: ocp.CheckpointManager, state: TrainState, config: dict | None = None
+) -> None:
     """Save ``state`` (params, opt state, EMA, step, key) and the JSON run ``config``.
 
     Asynchronous: arrays are copied off the devices before this returns (so the
@@ -92,8 +94,9 @@ def abstract_state(like, mesh: Mesh | None = None):
 
 
 def _restore_step(manager: ocp.CheckpointManager, abstract, step: int):
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract)))
+    restored = manager.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
+    )
     return restored["state"]
 
 
@@ -103,8 +106,9 @@ def _reason(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[:300]}"
 
 
-def restore_latest(manager: ocp.CheckpointManager, like: TrainState, *,
-                   mesh: Mesh | None = None) -> tuple[TrainState, int, list[int]]:
+def restore_latest(
+    manager: ocp.CheckpointManager, like: TrainState, *, mesh: Mesh | None = None
+) -> tuple[TrainState, int, list[int]]:
     """Restore the newest checkpoint that reads back, falling back past bad ones.
 
     Args:
@@ -130,22 +134,34 @@ def restore_latest(manager: ocp.CheckpointManager, like: TrainState, *,
             state = _restore_step(manager, abstract, step)
         except Exception as err:  # orbax/tensorstore raise bare Exception on bad files
             failures.append((step, _reason(err)))
-            warnings.warn(f"checkpoint step {step} in {manager.directory} is corrupt or partial "
-                          f"and was not restored ({_reason(err)}); trying the previous step",
-                          stacklevel=2)
+            warnings.warn(
+                f"checkpoint step {step} in {manager.directory} is corrupt or partial "
+                f"and was not restored ({_reason(err)}); trying the previous step",
+                stacklevel=2,
+            )
             continue
         if failures:
-            warnings.warn(f"restored checkpoint step {step} instead of the newest step "
-                          f"{steps[0]} (corrupt: {[s for s, _ in failures]})", stacklevel=2)
+            warnings.warn(
+                f"restored checkpoint step {step} instead of the newest step "
+                f"{steps[0]} (corrupt: {[s for s, _ in failures]})",
+                stacklevel=2,
+            )
         return state, step, [s for s, _ in failures]
     details = "; ".join(f"step {s}: {why}" for s, why in failures)
-    raise CheckpointError(f"no checkpoint in {manager.directory} could be restored ({details}). "
-                          "If every step fails, the template state (model, optimizer) differs "
-                          "from the one that was saved.")
+    raise CheckpointError(
+        f"no checkpoint in {manager.directory} could be restored ({details}). "
+        "If every step fails, the template state (model, optimizer) differs "
+        "from the one that was saved."
+    )
 
 
-def restore_checkpoint(manager: ocp.CheckpointManager, like: TrainState,
-                       step: int | None = None, *, mesh: Mesh | None = None) -> TrainState:
+def restore_checkpoint(
+    manager: ocp.CheckpointManager,
+    like: TrainState,
+    step: int | None = None,
+    *,
+    mesh: Mesh | None = None,
+) -> TrainState:
     """Restore ``step`` (default: newest that reads back) into the structure of ``like``.
 
     Shardings come from ``mesh`` (replicated) or from ``like``, never from the
@@ -159,14 +175,18 @@ def restore_checkpoint(manager: ocp.CheckpointManager, like: TrainState,
     if step is None:
         return restore_latest(manager, like, mesh=mesh)[0]
     if step not in manager.all_steps():
-        raise FileNotFoundError(f"no checkpoint for step {step} in {manager.directory}; "
-                                f"available: {sorted(manager.all_steps())}")
+        raise FileNotFoundError(
+            f"no checkpoint for step {step} in {manager.directory}; "
+            f"available: {sorted(manager.all_steps())}"
+        )
     try:
         return _restore_step(manager, abstract_state(like, mesh), step)
     except Exception as err:
-        raise CheckpointError(f"checkpoint step {step} in {manager.directory} is corrupt or "
-                              f"partial, or was saved from a different model: "
-                              f"{_reason(err)}") from err
+        raise CheckpointError(
+            f"checkpoint step {step} in {manager.directory} is corrupt or "
+            f"partial, or was saved from a different model: "
+            f"{_reason(err)}"
+        ) from err
 
 
 def restore_config(manager: ocp.CheckpointManager, step: int | None = None) -> dict | None:

@@ -66,10 +66,22 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
             fh.write(json.dumps(row) + "\n")
 
 
-def fit(state: TrainState, train_step: Callable, sample_batch: Callable, n_steps: int, *,
-        data_key=None, run_dir=None, checkpoint_every: int | None = None, log_every: int = 100,
-        progress: bool = True, config: dict | None = None, max_to_keep: int = 3,
-        mesh: Mesh | None = None, sample_on_host: bool = False):
+def fit(
+    state: TrainState,
+    train_step: Callable,
+    sample_batch: Callable,
+    n_steps: int,
+    *,
+    data_key=None,
+    run_dir=None,
+    checkpoint_every: int | None = None,
+    log_every: int = 100,
+    progress: bool = True,
+    config: dict | None = None,
+    max_to_keep: int = 3,
+    mesh: Mesh | None = None,
+    sample_on_host: bool = False,
+):
     """Train until ``state.step == n_steps``, resuming from ``run_dir`` if it holds checkpoints.
 
     Args:
@@ -120,6 +132,7 @@ def fit(state: TrainState, train_step: Callable, sample_batch: Callable, n_steps
             # Out of the way, so that saving those step numbers again cannot collide.
             quarantine_steps(manager, bad_steps)
     if sample_on_host:
+
         def batch_fn(i):
             local = sample_batch(jax.random.fold_in(data_key, i))
             return local if mesh is None else shard_batch(local, mesh)
@@ -131,14 +144,22 @@ def fit(state: TrainState, train_step: Callable, sample_batch: Callable, n_steps
     history: list[dict] = []
     pending: list[tuple[int, dict]] = []
     t0 = time.perf_counter()
-    bar = tqdm(total=n_steps, initial=start, disable=not (progress and is_writer), desc="train",
-               unit="step")
+    bar = tqdm(
+        total=n_steps,
+        initial=start,
+        disable=not (progress and is_writer),
+        desc="train",
+        unit="step",
+    )
 
     def flush():
         rows = []
         for step_no, metrics in pending:
-            row = {"step": step_no, **{k: float(v) for k, v in metrics.items()},
-                   "time": time.perf_counter() - t0}
+            row = {
+                "step": step_no,
+                **{k: float(v) for k, v in metrics.items()},
+                "time": time.perf_counter() - t0,
+            }
             rows.append(row)
         pending.clear()
         if rows:

@@ -64,8 +64,13 @@ class DistributedInfo(NamedTuple):
 
 
 def _info() -> DistributedInfo:
-    return DistributedInfo(jax.process_index(), jax.process_count(), jax.local_device_count(),
-                           jax.device_count(), jax.distributed.is_initialized())
+    return DistributedInfo(
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_device_count(),
+        jax.device_count(),
+        jax.distributed.is_initialized(),
+    )
 
 
 def _cluster_detected(environ) -> bool:
@@ -78,14 +83,19 @@ def _cluster_detected(environ) -> bool:
             return True
     # A Cloud TPU pod slice lists its workers; a multislice job names a coordinator.
     return "," in environ.get("TPU_WORKER_HOSTNAMES", "") or bool(
-        environ.get("MEGASCALE_COORDINATOR_ADDRESS"))
+        environ.get("MEGASCALE_COORDINATOR_ADDRESS")
+    )
 
 
-def initialize_distributed(coordinator: str | None = None, num_processes: int | None = None,
-                           process_id: int | None = None, *,
-                           local_device_ids: list[int] | None = None,
-                           initialization_timeout: int = 300,
-                           environ=None) -> DistributedInfo:
+def initialize_distributed(
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    *,
+    local_device_ids: list[int] | None = None,
+    initialization_timeout: int = 300,
+    environ=None,
+) -> DistributedInfo:
     """Start JAX's multi-process runtime when the job has several processes.
 
     Call it first, before any other JAX computation, with the same arguments
@@ -117,8 +127,10 @@ def initialize_distributed(coordinator: str | None = None, num_processes: int | 
         if isinstance(process_id, bool) or not isinstance(process_id, int) or process_id < 0:
             raise ValueError(f"process_id must be a non-negative integer, got {process_id!r}")
         if num_processes is not None and process_id >= num_processes:
-            raise ValueError(f"process_id must lie in [0, num_processes) = [0, {num_processes}), "
-                             f"got {process_id}")
+            raise ValueError(
+                f"process_id must lie in [0, num_processes) = [0, {num_processes}), "
+                f"got {process_id}"
+            )
     if coordinator is not None and not re.fullmatch(r"\[?[\w.:-]+\]?:\d+", coordinator):
         raise ValueError(f"coordinator must look like 'host:port', got {coordinator!r}")
     if explicit and num_processes == 1 and coordinator is None:
@@ -128,9 +140,13 @@ def initialize_distributed(coordinator: str | None = None, num_processes: int | 
     if jax.config.jax_cpu_collectives_implementation in (None, "none"):
         # Without a collectives backend, CPU processes cannot all-reduce gradients.
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
-                               process_id=process_id, local_device_ids=local_device_ids,
-                               initialization_timeout=initialization_timeout)
+    jax.distributed.initialize(
+        coordinator_address=coordinator,
+        num_processes=num_processes,
+        process_id=process_id,
+        local_device_ids=local_device_ids,
+        initialization_timeout=initialization_timeout,
+    )
     return _info()
 
 
@@ -171,8 +187,10 @@ def replicate(tree, mesh: Mesh):
 
 def _check_batch_rows(n_rows: int, mesh: Mesh) -> None:
     if n_rows % mesh.size:
-        raise ValueError(f"the global batch size must be divisible by the number of devices "
-                         f"{mesh.size} of the mesh, got {n_rows}")
+        raise ValueError(
+            f"the global batch size must be divisible by the number of devices "
+            f"{mesh.size} of the mesh, got {n_rows}"
+        )
 
 
 def process_rows(global_batch_size: int, mesh: Mesh) -> slice:
@@ -181,11 +199,14 @@ def process_rows(global_batch_size: int, mesh: Mesh) -> slice:
     _check_batch_rows(global_batch_size, mesh)
     index_map = batch_sharding(mesh).addressable_devices_indices_map((global_batch_size,))
     starts = sorted({idx[0].start or 0 for idx in index_map.values()})
-    stops = sorted({global_batch_size if idx[0].stop is None else idx[0].stop
-                    for idx in index_map.values()})
+    stops = sorted(
+        {global_batch_size if idx[0].stop is None else idx[0].stop for idx in index_map.values()}
+    )
     if any(b != a for a, b in zip(stops[:-1], starts[1:], strict=True)):
-        raise ValueError("this process's devices do not hold contiguous rows of the batch; "
-                         "build the mesh with data_mesh() so devices are in process order")
+        raise ValueError(
+            "this process's devices do not hold contiguous rows of the batch; "
+            "build the mesh with data_mesh() so devices are in process order"
+        )
     return slice(starts[0], stops[-1])
 
 
@@ -213,10 +234,15 @@ def shard_batch(local_batch, mesh: Mesh):
     return jax.tree.map(put, local_batch)
 
 
-def make_parallel_train_step(loss_fn: Callable,
-                             optimizer: optax.GradientTransformation | None = None, *,
-                             mesh: Mesh | None = None, ema_decay: float = 0.999,
-                             has_aux: bool = False, donate: bool = True):
+def make_parallel_train_step(
+    loss_fn: Callable,
+    optimizer: optax.GradientTransformation | None = None,
+    *,
+    mesh: Mesh | None = None,
+    ema_decay: float = 0.999,
+    has_aux: bool = False,
+    donate: bool = True,
+):
     """Data-parallel ``step(state, batch) -> (state, metrics)`` over ``mesh``.
 
     The same computation as ``make_train_step`` (``loss_fn`` is the mean over the
@@ -241,9 +267,12 @@ def make_parallel_train_step(loss_fn: Callable,
     mesh = data_mesh() if mesh is None else mesh
     replicated = replicated_sharding(mesh)
     step = train_step_fn(loss_fn, optimizer, ema_decay=ema_decay, has_aux=has_aux)
-    return jax.jit(step, in_shardings=(replicated, batch_sharding(mesh)),
-                   out_shardings=(replicated, replicated),
-                   donate_argnums=(0,) if donate else ())
+    return jax.jit(
+        step,
+        in_shardings=(replicated, batch_sharding(mesh)),
+        out_shardings=(replicated, replicated),
+        donate_argnums=(0,) if donate else (),
+    )
 
 
 def global_batch_fn(sample_batch: Callable, data_key, mesh: Mesh) -> Callable:
@@ -255,11 +284,13 @@ def global_batch_fn(sample_batch: Callable, data_key, mesh: Mesh) -> Callable:
     shape = jax.eval_shape(sample_batch, data_key)
     for leaf in jax.tree.leaves(shape):
         if len(leaf.shape) < 1:
-            raise ValueError(f"sample_batch must return arrays of shape (n, *event), got "
-                             f"shape {leaf.shape}")
+            raise ValueError(
+                f"sample_batch must return arrays of shape (n, *event), got shape {leaf.shape}"
+            )
         _check_batch_rows(leaf.shape[0], mesh)
-    return jax.jit(lambda i: sample_batch(jax.random.fold_in(data_key, i)),
-                   out_shardings=batch_sharding(mesh))
+    return jax.jit(
+        lambda i: sample_batch(jax.random.fold_in(data_key, i)), out_shardings=batch_sharding(mesh)
+    )
 
 
 __all__ = [

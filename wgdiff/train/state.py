@@ -52,8 +52,9 @@ def default_optimizer(learning_rate: float = DEFAULT_LEARNING_RATE):
     return optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(learning_rate))
 
 
-def create_train_state(key, params,
-                       optimizer: optax.GradientTransformation | None = None) -> TrainState:
+def create_train_state(
+    key, params, optimizer: optax.GradientTransformation | None = None
+) -> TrainState:
     """Fresh state: optimizer initialised, EMA equal to ``params``, step 0."""
     optimizer = default_optimizer() if optimizer is None else optimizer
     if not isinstance(key, jax.Array) or not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
@@ -77,14 +78,23 @@ def apply_update(state: TrainState, grads, optimizer, ema_decay: float, new_key)
     """One optimizer update plus the EMA, shared by the single- and multi-device steps."""
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state.ema_params,
-                       params)
-    return TrainState(params=params, opt_state=opt_state, ema_params=ema, step=state.step + 1,
-                      key=jax.random.key_data(new_key))
+    ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state.ema_params, params)
+    return TrainState(
+        params=params,
+        opt_state=opt_state,
+        ema_params=ema,
+        step=state.step + 1,
+        key=jax.random.key_data(new_key),
+    )
 
 
-def train_step_fn(loss_fn: Callable, optimizer: optax.GradientTransformation, *,
-                  ema_decay: float = 0.999, has_aux: bool = False) -> Callable:
+def train_step_fn(
+    loss_fn: Callable,
+    optimizer: optax.GradientTransformation,
+    *,
+    ema_decay: float = 0.999,
+    has_aux: bool = False,
+) -> Callable:
     """The un-compiled ``step(state, batch) -> (state, metrics)``.
 
     ``make_train_step`` jits it as is; ``make_parallel_train_step`` jits it with
@@ -102,8 +112,14 @@ def train_step_fn(loss_fn: Callable, optimizer: optax.GradientTransformation, *,
     return step
 
 
-def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation | None = None, *,
-                    ema_decay: float = 0.999, has_aux: bool = False, donate: bool = True):
+def make_train_step(
+    loss_fn: Callable,
+    optimizer: optax.GradientTransformation | None = None,
+    *,
+    ema_decay: float = 0.999,
+    has_aux: bool = False,
+    donate: bool = True,
+):
     """Build ``step(state, batch) -> (state, metrics)``, jit-compiled with the state donated.
 
     Args:
