@@ -108,7 +108,7 @@ def run(quick: bool = False) -> dict:
         "description": (
             "Closed-form ISM (Zhang eq. 30-31) vs autodiff ISM with a jax.jacfwd divergence of "
             "kernel_score; float32, jit-compiled, median wall time; kernel_score throughput vs "
-            "number of centres (d = 2, chunk 1024)."
+            "number of centres (d = 2, chunk 256)."
         ),
         "ism": ism_rows,
         "score_throughput": throughput,

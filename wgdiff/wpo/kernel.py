@@ -33,7 +33,7 @@ import jax.numpy as jnp
 
 from wgdiff._checks import check_finite, check_ndim, check_positive, check_positive_int
 
-DEFAULT_CHUNK_SIZE = 1024
+DEFAULT_CHUNK_SIZE = 256
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
