@@ -204,6 +204,24 @@ def test_nearest_neighbor_ratio_memorization_and_fresh_data():
     assert fresh == pytest.approx(1.0, abs=0.1)
 
 
+def test_jax_metrics_trace_under_jit():
+    rng = np.random.default_rng(11)
+    x, y = rng.normal(size=(40, 2)), rng.normal(size=(30, 2)) + 1.0
+    key = jax.random.key(12)
+
+    def all_metrics(x, y, bandwidth):
+        return (
+            metrics.sliced_w2(key, x, y, 16),
+            metrics.mmd(x, y, bandwidth),
+            metrics.cfd(x, y, key=key),
+            metrics.nearest_neighbor_distances(x, y),
+        )
+
+    jitted_values = jax.jit(all_metrics)(x, y, 0.5)
+    for jitted, eager in zip(jitted_values, all_metrics(x, y, 0.5), strict=True):
+        assert np.allclose(jitted, eager, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize(
     ("call", "match"),
     [
@@ -219,6 +237,7 @@ def test_nearest_neighbor_ratio_memorization_and_fresh_data():
             "n_projections",
         ),
         (lambda: metrics.mmd(np.ones((3, 2)), np.ones((3, 2)), 0.0), "bandwidth"),
+        (lambda: metrics.mmd(np.ones((3, 2), bool), np.ones((3, 2)), 1.0), "real numbers"),
         (lambda: metrics.mmd(np.ones((1, 2)), np.ones((3, 2)), 1.0, unbiased=True), "n >= 2"),
         (
             lambda: metrics.cfd(

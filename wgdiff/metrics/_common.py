@@ -26,8 +26,9 @@ def check_points(x, name: str, min_points: int = 1):
             f"{name} must have shape (n, d) with n >= {min_points} and d >= 1, "
             f"got shape {np.shape(x)}"
         )
-    if not np.issubdtype(np.asarray(x).dtype, np.number) or np.iscomplexobj(x):
-        raise ValueError(f"{name} must hold real numbers, got dtype {np.asarray(x).dtype}")
+    dtype = x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
+    if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
+        raise ValueError(f"{name} must hold real numbers, got dtype {dtype}")
     check_finite(x, name)
     return x
 

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from wgdiff._checks import check_positive, check_positive_int
+from wgdiff._checks import check_positive, check_positive_int, is_concrete
 from wgdiff.metrics._common import (
     DEFAULT_CHUNK_SIZE,
     check_chunk_size,
@@ -22,9 +22,12 @@ from wgdiff.metrics._common import (
 )
 
 
-def _check_scalar_positive(value, name: str) -> float:
+def _check_scalar_positive(value, name: str):
+    """A positive finite scalar; tracers pass through unchecked (shape aside)."""
     if np.ndim(value) != 0:
         raise ValueError(f"{name} must be a positive scalar, got shape {np.shape(value)}")
+    if not is_concrete(value):
+        return value
     if not np.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value!r}")
     check_positive(value, name)

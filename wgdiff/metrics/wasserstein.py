@@ -75,7 +75,8 @@ def w2(x, y, *, method: str = "auto", **kwargs) -> float:
         **kwargs: Sinkhorn options of :func:`w2_with_info`.
 
     Returns:
-        W2(x, y) as a Python float.
+        W2(x, y) as a Python float. The solvers run on the host (SciPy) or in their own
+        jitted Sinkhorn loop, so call this eagerly, not inside ``jax.jit``.
 
     Example:
         >>> import numpy as np
