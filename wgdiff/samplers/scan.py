@@ -97,7 +97,8 @@ def euler_maruyama(
 
 @eqx.filter_jit
 def _probability_flow(key, sde, score_fn, shape, n_steps, method, eps, x_init):
-    x = initial_state(key, sde, shape, x_init)
+    # Same prior draw as euler_maruyama and diffrax_solve for the same key.
+    x = initial_state(jax.random.split(key)[0], sde, shape, x_init)
     ts = time_grid(sde.T, eps, n_steps, x.dtype)
 
     def velocity(x, t):
