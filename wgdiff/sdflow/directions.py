@@ -175,6 +175,7 @@ def svgd_direction(
     target_score: Callable[[jax.Array], jax.Array],
     bandwidth=None,
     *,
+    kernel_points: jax.Array | None = None,
     z_chunk: int = DEFAULT_Z_CHUNK,
     point_chunk: int = DEFAULT_POINT_CHUNK,
 ) -> jax.Array:
@@ -187,23 +188,37 @@ def svgd_direction(
     Args:
         x: (n, d) particles.
         target_score: callable ``(n, d) -> (n, d)``, the score ``grad log p``.
-        bandwidth: scalar ``h``; ``None`` uses :func:`median_heuristic_bandwidth`.
+        bandwidth: scalar ``h``; ``None`` uses :func:`median_heuristic_bandwidth`
+            of the kernel points.
+        kernel_points: optional (b, d) particles the sum over ``j`` runs over (a
+            minibatch, for stochastic SVGD); default ``x`` itself.
 
     Returns:
-        (n, d) update direction.
+        (n, d) update direction at ``x``.
     """
     check_point_set(x, "x")
     if not callable(target_score):
         raise TypeError("target_score must be a callable (n, d) -> (n, d)")
     x = jnp.asarray(x, jnp.result_type(x, float))
-    h = median_heuristic_bandwidth(x) if bandwidth is None else jnp.asarray(bandwidth, x.dtype)
+    if kernel_points is None:
+        kernel_points = x
+    check_point_set(kernel_points, "kernel_points", x.shape[1])
+    kernel_points = jnp.asarray(kernel_points, x.dtype)
+    if bandwidth is None:
+        h = median_heuristic_bandwidth(kernel_points)
+    else:
+        h = jnp.asarray(bandwidth, x.dtype)
     check_positive(h, "bandwidth")
-    scores = jnp.asarray(target_score(x), x.dtype)
-    if scores.shape != x.shape:
-        raise ValueError(f"target_score(x) must have shape {x.shape}, got {scores.shape}")
-    n, d = x.shape
-    features = jnp.concatenate([scores, x], axis=1)
-    lse, mean = kernel_moments(x, x, features, h, z_chunk=z_chunk, point_chunk=point_chunk)
-    mass = jnp.exp(lse - math.log(n))[:, None]
+    scores = jnp.asarray(target_score(kernel_points), x.dtype)
+    if scores.shape != kernel_points.shape:
+        raise ValueError(
+            f"target_score(x) must have shape {kernel_points.shape}, got {scores.shape}"
+        )
+    b, d = kernel_points.shape
+    features = jnp.concatenate([scores, kernel_points], axis=1)
+    lse, mean = kernel_moments(
+        x, kernel_points, features, h, z_chunk=z_chunk, point_chunk=point_chunk
+    )
+    mass = jnp.exp(lse - math.log(b))[:, None]
     mean_score, mean_x = mean[:, :d], mean[:, d:]
     return mass * (mean_score + (x - mean_x) / h**2)

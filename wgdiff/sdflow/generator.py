@@ -1,8 +1,8 @@
 """Generator training with SD flow (Weber Alg. 2, sec. 5.1 and 6.2).
 
 Each step draws latents ``xi``, generates ``y = g_theta(xi)``, moves ``y`` along
-the kernel SD flow to ``y' = y + eta/2 (D_p(z) - D_q(z))`` at ``z = y + sigma eps``
-(eq. 15), and regresses the generator on the moved targets with the loss
+the kernel SD flow to ``y' = y + eta (D_p(z) - D_q(z))`` at ``z = y + sigma eps``
+(eq. 15 as Alg. 2 applies it), and regresses the generator on the moved targets with the loss
 ``1/2 sum_batch |g_theta(xi) - y'|^2`` (the sum over the batch, as Alg. 2
 writes ``|g_theta(xi) - y|^2`` for the batch array), ``y'`` held fixed.
 
@@ -46,7 +46,7 @@ def sd_flow_targets(
     z_chunk: int = DEFAULT_Z_CHUNK,
     point_chunk: int = DEFAULT_POINT_CHUNK,
 ) -> jax.Array:
-    """Regression targets ``y' = y + eta/2 (D_p(z) - D_q(z))``, ``z = y + sigma eps`` (Alg. 2).
+    """Regression targets ``y' = y + eta (D_p(z) - D_q(z))``, ``z = y + sigma eps`` (Alg. 2).
 
     Args:
         key: PRNG key for the proxy noise.
@@ -63,7 +63,7 @@ def sd_flow_targets(
     check_positive(sigma, "sigma")
     z = generated + sigma * jax.random.normal(key, generated.shape, generated.dtype)
     sd = score_difference(z, target, generated, sigma, z_chunk=z_chunk, point_chunk=point_chunk)
-    return generated + 0.5 * step_size * sd
+    return generated + step_size * sd
 
 
 class GeneratorState(NamedTuple):

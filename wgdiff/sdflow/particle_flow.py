@@ -13,9 +13,9 @@ One update, for particles ``y`` (all of them, or a random batch):
    ``t_max = 2/pi arccos(sigma_min^2 / sigma_max^2)`` over the run (sec. 7.1).
 2. ANNEAL injects noise ``z = y + sigma eps`` (the noisy proxy of sec. 3.1);
    otherwise ``z = y``.
-3. The direction ``g`` at ``z``: SD ``(D_p(z) - D_q(z)) / 2`` (eq. 15, whose
-   ``eta/2`` we split as ``eta`` times this), MMD eq. 47, or SVGD eq. 51 on
-   the particle set ``z`` with the true target score.
+3. The direction ``g`` at ``z``: SD ``D_p(z) - D_q(z)`` (the bracket of eq. 15,
+   moved by ``eta`` times it as Alg. 1 writes ``y <- y + eta Delta z``), MMD
+   eq. 47, or SVGD eq. 51 on the particle set ``z`` with the true target score.
 4. ``y <- y + eta g`` (SGD) or, with ADAGRAD, Liu & Wang's RMSProp-style
    AdaGrad ``hist = 0.9 hist + 0.1 g^2`` (``g^2`` on a particle's first
    update), ``y <- y + eta g / (1e-6 + sqrt(hist))``.
@@ -130,7 +130,7 @@ class FlowState(NamedTuple):
 
     Attributes:
         particles: (M, d) current particles ``y``.
-        grad_history: (M, d) AdaGrad second-moment history (zeros until first visit).
+        grad_history: (M, d) AdaGrad second-moment history (zeros before the first step).
         step: scalar int32 iteration counter.
         key: PRNG key for noise and batches.
         conditions: the :class:`FlowConditions` of this run.
@@ -151,7 +151,7 @@ class ParticleFlow(NamedTuple):
 
 
 def adagrad_step(grad, history, step_size):
-    """Liu & Wang's AdaGrad: returns ``(displacement, new_history)`` (history 0 = unvisited)."""
+    """Liu & Wang's AdaGrad: returns ``(displacement, new_history)`` (history 0 = first step)."""
     new_history = jnp.where(
         history == 0, grad**2, ADAGRAD_DECAY * history + (1 - ADAGRAD_DECAY) * grad**2
     )
@@ -172,8 +172,10 @@ def particle_flow(
     Args:
         method: which direction moves the particles.
         n_steps: length of the run (sets the cosine schedule's time axis).
-        batch_size: BATCH condition; each update draws this many target points and
-            moves this many randomly chosen particles. ``None`` = full data.
+        batch_size: BATCH condition; every particle moves each update, but the kernel
+            sums run over this many randomly drawn target points and this many
+            randomly drawn particles (for SVGD: the particles whose scores and
+            kernel gradients are averaged). ``None`` = full data.
         target_score: ``(n, d) -> (n, d)`` score of the target, required for SVGD.
         z_chunk, point_chunk: kernel block sizes.
 
@@ -189,12 +191,12 @@ def particle_flow(
         raise ValueError("method 'svgd' needs target_score, a callable (n, d) -> (n, d)")
     chunks = dict(z_chunk=z_chunk, point_chunk=point_chunk)
 
-    def direction(z, target, clean, sigma):
+    def direction(z, target, clean, noisy_kernel_points, sigma):
         if method == "sd":
-            return 0.5 * score_difference(z, target, clean, sigma, **chunks)
+            return score_difference(z, target, clean, sigma, **chunks)
         if method == "mmd":
             return mmd_direction(z, target, clean, sigma, **chunks)
-        return svgd_direction(z, target_score, sigma, **chunks)
+        return svgd_direction(z, target_score, sigma, kernel_points=noisy_kernel_points, **chunks)
 
     def init(key, particles, conditions: FlowConditions) -> FlowState:
         check_point_set(particles, "particles")
@@ -220,29 +222,22 @@ def particle_flow(
             cosine_sigma2(state.step, n_steps, cond.sigma2_max, cond.sigma2_min),
         )
         sigma = jnp.sqrt(sigma2).astype(state.particles.dtype)
+        y = state.particles
+        noise = jax.random.normal(k_noise, y.shape, y.dtype)
+        z = y + jnp.where(cond.anneal, sigma, 0.0) * noise
         if batch_size is None:
-            idx = None
-            y, hist, tgt = state.particles, state.grad_history, target
+            tgt, clean, noisy = target, y, z
         else:
-            idx = jax.random.choice(
-                k_particles, state.particles.shape[0], (batch_size,), replace=False
-            )
             t_idx = jax.random.choice(
                 k_target, target.shape[0], (min(batch_size, target.shape[0]),), replace=False
             )
-            y, hist, tgt = state.particles[idx], state.grad_history[idx], target[t_idx]
-        noise = jax.random.normal(k_noise, y.shape, y.dtype)
-        z = y + jnp.where(cond.anneal, sigma, 0.0) * noise
-        grad = direction(z, tgt, y, sigma)
-        adapted, new_hist = adagrad_step(grad, hist, cond.step_size)
+            s_idx = jax.random.choice(k_particles, y.shape[0], (batch_size,), replace=False)
+            tgt, clean, noisy = target[t_idx], y[s_idx], z[s_idx]
+        grad = direction(z, tgt, clean, noisy, sigma)
+        adapted, new_hist = adagrad_step(grad, state.grad_history, cond.step_size)
         displacement = jnp.where(cond.adagrad, adapted, cond.step_size * grad)
-        new_hist = jnp.where(cond.adagrad, new_hist, hist)
-        if idx is None:
-            particles, history = y + displacement, new_hist
-        else:
-            particles = state.particles.at[idx].add(displacement)
-            history = state.grad_history.at[idx].set(new_hist)
-        return FlowState(particles, history, state.step + 1, key, cond)
+        history = jnp.where(cond.adagrad, new_hist, state.grad_history)
+        return FlowState(y + displacement, history, state.step + 1, key, cond)
 
     return ParticleFlow(init, update)
 

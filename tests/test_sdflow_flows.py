@@ -1,0 +1,320 @@
+"""Particle flow (Weber Alg. 1), generator step (Alg. 2), denoiser and density-ratio forms."""
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from test_sdflow_directions import np_mmd_direction, np_score_difference, np_svgd
+
+from wgdiff import sdflow
+from wgdiff.nets.generator import DiscriminatorMLP, LinearGenerator
+from wgdiff.sde import VESDE, VPSDE
+
+
+def np_adagrad(grads, eta):
+    """Liu & Wang's svgd.py update loop, float64: returns the displacements per step."""
+    hist, out = 0.0, []
+    for it, g in enumerate(grads):
+        hist = g**2 if it == 0 else 0.9 * hist + 0.1 * g**2
+        out.append(eta * g / (1e-6 + np.sqrt(hist)))
+    return out
+
+
+def test_cosine_schedule_ends_and_formula():
+    n_steps, s_max, s_min = 11, 10.0, 0.5
+    t_max = 2 / np.pi * np.arccos(s_min / s_max)
+    for step in (0, 4, 10):
+        want = s_max * np.cos(np.pi * (t_max * step / (n_steps - 1)) / 2)
+        got = float(sdflow.cosine_sigma2(step, n_steps, s_max, s_min))
+        assert abs(got - want) < 1e-5 * s_max  # float32 cos
+    assert abs(float(sdflow.cosine_sigma2(10, n_steps, s_max, s_min)) - s_min) < 1e-5 * s_max
+
+
+def test_adagrad_matches_liu_wang_loop():
+    rng = np.random.default_rng(0)
+    grads = [rng.normal(size=(5, 2)) for _ in range(3)]
+    with jax.enable_x64(True):
+        hist = jnp.zeros((5, 2), jnp.float64)
+        for g, want in zip(grads, np_adagrad(grads, 0.1), strict=True):
+            disp, hist = sdflow.adagrad_step(jnp.asarray(g), hist, 0.1)
+            np.testing.assert_allclose(disp, want, rtol=1e-12)
+
+
+def _sets(seed, m=24, n=30, d=2):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(m, d)), rng.normal(size=(n, d)) + 2.0
+
+
+@pytest.mark.parametrize("method", ["sd", "mmd", "svgd"])
+@pytest.mark.parametrize("adagrad", [False, True])
+def test_one_update_matches_reference(method, adagrad):
+    particles, target = _sets(1)
+    score = lambda x: -(x - 2.0)
+    with jax.enable_x64(True):
+        flow = sdflow.particle_flow(method, 10, target_score=score, z_chunk=7, point_chunk=9)
+        cond = sdflow.FlowConditions.create(adagrad=adagrad, sigma2_const=0.7, step_size=0.1)
+        state = flow.init(jax.random.key(0), particles, cond)
+        new = flow.update(state, jnp.asarray(target))
+    sigma = math.sqrt(float(np.float32(0.7)))  # conditions store float32
+    if method == "sd":
+        g = np_score_difference(particles, target, particles, sigma)
+    elif method == "mmd":
+        g = np_mmd_direction(particles, target, particles, sigma)
+    else:
+        g = np_svgd(particles, score, sigma)
+    want = particles + (np_adagrad([g], 0.1)[0] if adagrad else np.float32(0.1) * g)
+    np.testing.assert_allclose(new.particles, want, rtol=1e-5, atol=1e-9)
+    assert int(new.step) == 1
+
+
+def test_anneal_uses_noisy_particles_and_cosine_sigma():
+    particles, target = _sets(2)
+    with jax.enable_x64(True):
+        flow = sdflow.particle_flow("sd", 5)
+        cond = sdflow.FlowConditions.create(
+            anneal=True, constant_noise=False, sigma2_max=4.0, sigma2_min=0.5, step_size=0.1
+        )
+        state = flow.init(jax.random.key(3), particles, cond)
+        new = flow.update(state, jnp.asarray(target))
+        _, k_noise, _, _ = jax.random.split(jax.random.key(3), 4)
+        noise = np.asarray(jax.random.normal(k_noise, particles.shape, jnp.float64))
+    sigma = 2.0  # step 0 of the cosine schedule: sigma_max
+    z = particles + sigma * noise
+    want = particles + np.float32(0.1) * np_score_difference(z, target, particles, sigma)
+    np.testing.assert_allclose(new.particles, want, rtol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["sd", "svgd"])
+def test_batch_uses_random_subsets_for_the_kernel_sums(method):
+    # BATCH: every particle moves, the kernel sums run over 8 drawn target points
+    # and 8 drawn particles (for SVGD, 8 drawn particles and their scores).
+    particles, target = _sets(3, m=40, n=30)
+    score = lambda x: -(x - 2.0)
+    with jax.enable_x64(True):
+        flow = sdflow.particle_flow(method, 10, batch_size=8, target_score=score)
+        state = flow.init(jax.random.key(0), particles, sdflow.FlowConditions.create())
+        new = flow.update(state, jnp.asarray(target))
+        _, _, k_target, k_particles = jax.random.split(jax.random.key(0), 4)
+        t_idx = np.asarray(jax.random.choice(k_target, 30, (8,), replace=False))
+        s_idx = np.asarray(jax.random.choice(k_particles, 40, (8,), replace=False))
+    sigma = 1.0
+    if method == "sd":
+        g = np_score_difference(particles, target[t_idx], particles[s_idx], sigma)
+    else:
+        sub = particles[s_idx]
+        k = np.exp(-((particles[:, None] - sub[None]) ** 2).sum(-1) / (2 * sigma**2))
+        g = (k @ score(sub) + (k.sum(1)[:, None] * particles - k @ sub) / sigma**2) / 8
+    np.testing.assert_allclose(new.particles, particles + np.float32(0.1) * g, rtol=1e-5)
+
+
+def test_vmapped_conditions_equal_individual_runs():
+    particles, target = _sets(4)
+    flow = sdflow.particle_flow("sd", 6, batch_size=8)
+    conds = [
+        sdflow.FlowConditions.create(adagrad=a, anneal=b, constant_noise=c, sigma2_const=0.6)
+        for a, b, c in [(0, 0, 0), (1, 1, 1), (0, 1, 0)]
+    ]
+    keys = jax.random.split(jax.random.key(5), 3)
+    target = jnp.asarray(target, jnp.float32)
+
+    def run(k, c):
+        s = flow.init(k, jnp.asarray(particles, jnp.float32), c)
+        return sdflow.run_particle_flow(flow, s, target, 6, monitor=lambda p: p.mean())
+
+    batched, trace = jax.jit(jax.vmap(run))(keys, sdflow.stack_conditions(conds))
+    assert trace.shape == (3, 6)
+    for i, c in enumerate(conds):
+        single, _ = run(keys[i], c)
+        np.testing.assert_allclose(batched.particles[i], single.particles, rtol=1e-5, atol=1e-5)
+
+
+def test_sd_flow_fits_two_clusters():
+    # 64 particles from N(0, 0.25 I) onto a two-cluster target: the fitted mean and
+    # spread match the target's to a tenth of the cluster separation after 300 steps.
+    key_t, key_b = jax.random.split(jax.random.key(6))
+    centres = jnp.array([[-2.0, 0.0], [2.0, 1.0]])
+    target = centres[jnp.arange(64) % 2] + 0.1 * jax.random.normal(key_t, (64, 2))
+    flow = sdflow.particle_flow("sd", 300)
+    cond = sdflow.FlowConditions.create(anneal=True, constant_noise=False, sigma2_max=4.0,
+                                        sigma2_min=0.1, step_size=0.1)  # fmt: skip
+    state = flow.init(jax.random.key(7), 0.5 * jax.random.normal(key_b, (64, 2)), cond)
+    state, _ = jax.jit(functools.partial(sdflow.run_particle_flow, flow, n_steps=300))(
+        state, target
+    )
+    p = np.asarray(state.particles)
+    assert np.abs(p.mean(0) - np.asarray(target.mean(0))).max() < 0.4
+    assert np.abs(p.std(0) - np.asarray(target.std(0))).max() < 0.4
+    # Both clusters hold about half the particles.
+    assert 24 <= int((p[:, 0] < 0).sum()) <= 40
+
+
+def test_flow_bad_input():
+    with pytest.raises(ValueError, match="method"):
+        sdflow.particle_flow("langevin", 10)
+    with pytest.raises(ValueError, match="target_score"):
+        sdflow.particle_flow("svgd", 10)
+    with pytest.raises(ValueError, match="sigma2_min"):
+        sdflow.FlowConditions.create(sigma2_max=1.0, sigma2_min=2.0)
+    flow = sdflow.particle_flow("sd", 10, batch_size=50)
+    with pytest.raises(ValueError, match="batch_size"):
+        flow.init(jax.random.key(0), np.zeros((10, 2)), sdflow.FlowConditions.create())
+    with pytest.raises(ValueError, match="multiple"):
+        state = sdflow.particle_flow("sd", 10).init(
+            jax.random.key(0), np.zeros((10, 2)), sdflow.FlowConditions.create()
+        )
+        sdflow.run_particle_flow(flow, state, np.zeros((5, 2)), 10, monitor_every=3)
+
+
+# -- denoiser form ---------------------------------------------------------------------------
+
+
+def _empirical_score(points, sde):
+    """Exact score of the empirical distribution pushed through ``sde``, by autodiff."""
+
+    def log_p(x, t):
+        m, s = sde.marginal_coeffs(t)
+        sq = jnp.sum((x[None, :] - m * points) ** 2, -1)
+        return jax.nn.logsumexp(-sq / (2 * s**2))
+
+    return lambda x, t: jax.vmap(jax.grad(log_p), in_axes=(0, None))(x, t)
+
+
+@pytest.mark.parametrize("sde", [VESDE(sigma_min=0.01, sigma_max=20.0), VPSDE()])
+def test_tweedie_denoiser_of_exact_score_is_the_kernel_denoiser(sde):
+    # Weber eq. 18 + footnote 9: Tweedie's formula on the exact score of the
+    # smoothed empirical target is eq. 41's kernel-weighted mean.
+    rng = np.random.default_rng(8)
+    points, z = rng.normal(size=(25, 2)), rng.normal(size=(9, 2)) * 2
+    sigma = 0.8
+    with jax.enable_x64(True):
+        denoise = sdflow.tweedie_denoiser(_empirical_score(jnp.asarray(points), sde), sde, sigma)
+        got = denoise(jnp.asarray(z))
+        t = sdflow.noise_level_time(sde, sigma)
+        m, s = sde.marginal_coeffs(t)
+        assert abs(float(s / m) - sigma) < 1e-6
+        want = sdflow.kernel_denoiser(z, points, sigma)
+        sd_got = sdflow.denoiser_score_difference(z, denoise, points[:7], sigma)
+        sd_want = sdflow.score_difference(z, points, points[:7], sigma)
+    # bisection on t (60 halvings) leaves ~1e-7 relative error in sigma
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(sd_got, sd_want, rtol=1e-5, atol=1e-6)
+
+
+def test_denoiser_update_and_checks():
+    y, d = np.ones((3, 2)), np.zeros((3, 2))
+    np.testing.assert_allclose(sdflow.denoiser_update(y, d, 0.25), 0.75 * y)
+    with pytest.raises(ValueError, match="rho"):
+        sdflow.denoiser_update(y, d, 1.5)
+    with pytest.raises(ValueError, match="noise range"):
+        sdflow.noise_level_time(VESDE(sigma_min=0.01, sigma_max=1.0), 5.0)
+
+
+def test_trained_score_net_denoiser_flow_reaches_target():
+    # A ScoreMLP trained by DSM (wgdiff.losses / wgdiff.train) on N((3, -1), 0.5^2 I);
+    # its Tweedie denoiser matches the Gaussian posterior mean E[x | z] and eq. 19
+    # particle updates carry a far-off cloud onto the target mean.
+    from wgdiff import train
+    from wgdiff.losses import dsm_loss
+    from wgdiff.nets import ScoreMLP
+
+    mu, std = jnp.array([3.0, -1.0]), 0.5
+    data = mu + std * jax.random.normal(jax.random.key(0), (2048, 2))
+    sde = VESDE(sigma_min=0.01, sigma_max=5.0)
+    model = ScoreMLP(features=(64, 64))
+    params = model.init(jax.random.key(1), data[:2], jnp.zeros((2,)))
+    optimizer = optax.adam(3e-3)
+    state = train.create_train_state(jax.random.key(2), params, optimizer)
+
+    def loss_fn(p, key, batch):
+        return dsm_loss(key, sde, functools.partial(model.apply, p), batch, weighting="sigma2")
+
+    step = train.make_train_step(loss_fn, optimizer)
+    state, _ = train.fit(state, step, train.dataset_sampler(data, 256), 1500, progress=False,
+                         log_every=1500)  # fmt: skip
+    score_fn = functools.partial(model.apply, state.params)
+    sigma = 1.0
+    denoise = sdflow.tweedie_denoiser(score_fn, sde, sigma)
+    z = mu + 1.5 * jax.random.normal(jax.random.key(3), (256, 2))
+    exact = mu + (z - mu) * std**2 / (std**2 + sigma**2)
+    # Learned-score error: a few hundredths in the bulk after 1500 Adam steps.
+    assert float(jnp.mean(jnp.linalg.norm(denoise(z) - exact, axis=-1))) < 0.15
+
+    y = jnp.zeros((128, 2))
+    for k in jax.random.split(jax.random.key(4), 40):
+        zz = y + sigma * jax.random.normal(k, y.shape)
+        y = sdflow.denoiser_update(y, denoise(zz), 0.2)
+    assert float(jnp.linalg.norm(y.mean(0) - mu)) < 0.3
+
+
+# -- density-ratio form ----------------------------------------------------------------------
+
+
+def test_exact_log_ratio_direction_is_the_score_difference():
+    # p = N(a, I), q = N(0, 2 I): h = log p - log q, grad h = -(y - a) + y / 2.
+    a = jnp.array([1.0, -2.0])
+
+    def logit_fn(params, y):
+        return -0.5 * jnp.sum((y - params) ** 2, -1) + 0.25 * jnp.sum(y**2, -1)
+
+    y = jax.random.normal(jax.random.key(0), (6, 2))
+    got = sdflow.density_ratio_direction(logit_fn, a, y)
+    np.testing.assert_allclose(got, -(y - a) + y / 2, rtol=1e-6)
+    f = jax.nn.sigmoid(logit_fn(a, y))
+    np.testing.assert_allclose(
+        sdflow.nonsaturating_direction(logit_fn, a, y), (1 - f)[:, None] * got, rtol=1e-6
+    )
+    x = jnp.array([[0.0, 0.0]])
+    want = np.log1p(np.exp(-float(logit_fn(a, x)[0]))) + np.log1p(np.exp(float(logit_fn(a, y)[0])))
+    np.testing.assert_allclose(sdflow.discriminator_loss(logit_fn, a, x, y[:1]), want, rtol=1e-6)
+
+
+def test_discriminator_flow_moves_particles_to_target():
+    target = jax.random.normal(jax.random.key(0), (256, 2)) + jnp.array([2.5, 0.0])
+    particles = jax.random.normal(jax.random.key(1), (256, 2))
+    disc = DiscriminatorMLP(features=(32, 32))
+    params = disc.init(jax.random.key(2), particles[:1])
+    flow = sdflow.discriminator_flow(disc.apply, optax.adam(1e-2), step_size=0.1,
+                                     discriminator_steps=5)  # fmt: skip
+    state = flow.init(jax.random.key(3), particles, params)
+    update = jax.jit(flow.update)
+    for _ in range(60):
+        state = update(state, target)
+    # The optimal h has grad h = a = (2.5, 0); the flow closes most of the 2.5 gap.
+    assert float(state.particles[:, 0].mean()) > 1.8
+    assert abs(float(state.particles[:, 1].mean())) < 0.4
+
+
+# -- generator (Alg. 2) ------------------------------------------------------------------------
+
+
+def test_sd_flow_targets_formula():
+    gen, target = _sets(9)
+    with jax.enable_x64(True):
+        got = sdflow.sd_flow_targets(jax.random.key(0), gen, target, 0.9, 0.5)
+        noise = np.asarray(jax.random.normal(jax.random.key(0), gen.shape, jnp.float64))
+    want = gen + 0.5 * np_score_difference(gen + 0.9 * noise, target, gen, 0.9)
+    np.testing.assert_allclose(got, want, rtol=1e-10)
+
+
+def test_linear_generator_learns_mean_and_covariance():
+    # Small version of Weber App. C.4: d = 6, latent 3, exact-capacity linear generator.
+    kb, km, kd = jax.random.split(jax.random.key(10), 3)
+    b_true = 0.5 * jax.random.normal(kb, (6, 3))
+    mu = 3.0 + jax.random.normal(km, (6,))
+    data = jax.random.normal(kd, (2048, 3)) @ b_true.T + mu
+    model = LinearGenerator(out_dim=6)
+    params = model.init(jax.random.key(11), jnp.zeros((1, 3)))
+    flow = sdflow.generator_flow(model.apply, optax.sgd(1e-3), latent_dim=3, batch_size=512,
+                                 sigma=2.0, step_size=1.0)  # fmt: skip
+    state = flow.init(jax.random.key(12), params)
+    update = jax.jit(flow.update)
+    for k in jax.random.split(jax.random.key(13), 400):
+        state, info = update(state, data[jax.random.choice(k, 2048, (512,), replace=False)])
+    b_hat, mu_hat = state.params["params"]["B"], state.params["params"]["mu"]
+    assert float(jnp.max(jnp.abs(mu_hat - mu))) < 0.1
+    cov, cov_hat = b_true @ b_true.T, b_hat @ b_hat.T
+    assert float(jnp.linalg.norm(cov_hat - cov) / jnp.linalg.norm(cov)) < 0.25
