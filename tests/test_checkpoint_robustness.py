@@ -54,9 +54,19 @@ def _fit(n_steps, run_dir=None, checkpoint_every=None, step_wrapper=None, mesh=N
         step = make_parallel_train_step(loss_fn, optimizer, mesh=mesh, ema_decay=0.9)
     if step_wrapper is not None:
         step = step_wrapper(step)
-    return fit(state, step, sampler, n_steps, data_key=jax.random.key(SEED + 3), run_dir=run_dir,
-               checkpoint_every=checkpoint_every, log_every=5, progress=False, mesh=mesh,
-               config={"seed": SEED, "n_steps": n_steps})[0]
+    return fit(
+        state,
+        step,
+        sampler,
+        n_steps,
+        data_key=jax.random.key(SEED + 3),
+        run_dir=run_dir,
+        checkpoint_every=checkpoint_every,
+        log_every=5,
+        progress=False,
+        mesh=mesh,
+        config={"seed": SEED, "n_steps": n_steps},
+    )[0]
 
 
 def _flat(tree) -> np.ndarray:
@@ -91,8 +101,13 @@ def _env():
 
 def test_sigkill_mid_run_resumes_to_uninterrupted_result(tmp_path):
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, __file__, "slow", str(run_dir)], env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "slow", str(run_dir)],
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 240
         while not any(s >= 10 for s in _steps_on_disk(run_dir)):
@@ -143,8 +158,9 @@ def test_truncated_checkpoint_refused_and_previous_used(tmp_path):
     # A partial checkpoint: step 4 lost its array metadata.
     next((run_dir / "checkpoints" / "4" / "state").glob("_METADATA")).unlink()
     # What a save killed before its commit leaves behind: a temporary directory.
-    shutil.copytree(run_dir / "checkpoints" / "2",
-                    run_dir / "checkpoints" / "8.orbax-checkpoint-tmp-1700000000")
+    shutil.copytree(
+        run_dir / "checkpoints" / "2", run_dir / "checkpoints" / "8.orbax-checkpoint-tmp-1700000000"
+    )
 
     like = _setup()[0]
     manager = checkpoint_manager(run_dir)
@@ -160,8 +176,10 @@ def test_truncated_checkpoint_refused_and_previous_used(tmp_path):
 
     with pytest.warns(UserWarning, match="restored checkpoint step 2 instead"):
         resumed = _fit(8, run_dir, checkpoint_every=2)
-    assert sorted(p.name.split("-")[0] for p in (run_dir / "checkpoints-corrupt").iterdir()) \
-        == ["4", "6"]
+    assert sorted(p.name.split("-")[0] for p in (run_dir / "checkpoints-corrupt").iterdir()) == [
+        "4",
+        "6",
+    ]
     assert _steps_on_disk(run_dir) == [4, 6, 8]
     np.testing.assert_array_equal(_flat(resumed.params), _flat(_fit(8).params))
 
@@ -177,8 +195,7 @@ def test_no_restorable_checkpoint_is_a_clear_error(tmp_path):
     from wgdiff.train.checkpoint import CheckpointError
 
     with pytest.warns(UserWarning), pytest.raises(CheckpointError, match="could be restored"):
-        fit(state, make_train_step(loss_fn, optimizer), sampler, 4, run_dir=run_dir,
-            progress=False)
+        fit(state, make_train_step(loss_fn, optimizer), sampler, 4, run_dir=run_dir, progress=False)
     assert _steps_on_disk(run_dir) == [2]  # nothing is moved when no step works
 
 
@@ -197,9 +214,14 @@ def _device_count_worker(one_device_run: str, eight_device_run: str, out: str) -
     leaf = jax.tree.leaves(on4.params)[0]
     # 8 devices: train data-parallel and checkpoint.
     state8 = _fit(4, eight_device_run, checkpoint_every=2, mesh=data_mesh())
-    np.savez(out, on4=_flat(on4.params), on4_devices=len(leaf.sharding.device_set),
-             on4_shards=len(leaf.addressable_shards), params8=_flat(state8.params),
-             step8=int(state8.step))
+    np.savez(
+        out,
+        on4=_flat(on4.params),
+        on4_devices=len(leaf.sharding.device_set),
+        on4_shards=len(leaf.addressable_shards),
+        params8=_flat(state8.params),
+        step8=int(state8.step),
+    )
 
 
 @pytest.mark.multidevice
@@ -208,8 +230,13 @@ def test_checkpoint_moves_between_device_counts(tmp_path):
 
     one_run, eight_run, out = tmp_path / "one", tmp_path / "eight", tmp_path / "out.npz"
     state1 = _fit(2, one_run, checkpoint_every=2)
-    proc = subprocess.run([sys.executable, __file__, "devices", str(one_run), str(eight_run),
-                           str(out)], env=_env(), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, __file__, "devices", str(one_run), str(eight_run), str(out)],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = np.load(out)
     np.testing.assert_array_equal(result["on4"], _flat(state1.params))

@@ -47,9 +47,16 @@ def _train(mesh=None):
         step = make_train_step(loss_fn, optimizer, ema_decay=0.9)
     else:
         step = make_parallel_train_step(loss_fn, optimizer, mesh=mesh, ema_decay=0.9)
-    state, history = fit(state, step, dataset_sampler(data, GLOBAL_BATCH), N_STEPS,
-                         data_key=jax.random.key(SEED + 3), log_every=1, progress=False,
-                         mesh=mesh)
+    state, history = fit(
+        state,
+        step,
+        dataset_sampler(data, GLOBAL_BATCH),
+        N_STEPS,
+        data_key=jax.random.key(SEED + 3),
+        log_every=1,
+        progress=False,
+        mesh=mesh,
+    )
     return state, np.array([row["loss"] for row in history])
 
 
@@ -83,15 +90,16 @@ def _eight_device_worker(out: str) -> None:
         results[f"params_{n}"] = _flat(state.params)
         results[f"ema_{n}"] = _flat(state.ema_params)
         leaf = jax.tree.leaves(state.params)[0]
-        results[f"replicated_{n}"] = (leaf.sharding.spec == P()
-                                      and len(leaf.sharding.device_set) == n)
+        results[f"replicated_{n}"] = (
+            leaf.sharding.spec == P() and len(leaf.sharding.device_set) == n
+        )
 
     # The step splits the batch: each device sees GLOBAL_BATCH / 8 rows.
     mesh = data_mesh()
     batch = shard_batch(np.ones((GLOBAL_BATCH, 2), np.float32), mesh)
-    results["batch_is_split"] = (batch.sharding == batch_sharding(mesh) and
-                                 {s.data.shape for s in batch.addressable_shards}
-                                 == {(GLOBAL_BATCH // 8, 2)})
+    results["batch_is_split"] = batch.sharding == batch_sharding(mesh) and {
+        s.data.shape for s in batch.addressable_shards
+    } == {(GLOBAL_BATCH // 8, 2)}
     model, data, params, loss_fn, optimizer = _problem()
     step = make_parallel_train_step(loss_fn, optimizer, mesh=mesh)
     state = replicate(create_train_state(jax.random.key(0), params, optimizer), mesh)
@@ -107,8 +115,9 @@ def _eight_device_worker(out: str) -> None:
 def eight_devices(tmp_path_factory):
     out = tmp_path_factory.mktemp("parallel") / "results.npz"
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run([sys.executable, __file__, str(out)], env=env, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, __file__, str(out)], env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return np.load(out)
 
