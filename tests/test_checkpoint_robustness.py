@@ -199,6 +199,24 @@ def test_no_restorable_checkpoint_is_a_clear_error(tmp_path):
     assert _steps_on_disk(run_dir) == [2]  # nothing is moved when no step works
 
 
+def test_config_absent_and_missing_step(tmp_path):
+    from wgdiff.train.checkpoint import (
+        checkpoint_manager,
+        restore_checkpoint,
+        restore_config,
+        save_checkpoint,
+    )
+
+    state = _setup()[0]
+    manager = checkpoint_manager(tmp_path)
+    save_checkpoint(manager, state)  # no config given
+    manager.wait_until_finished()
+    assert restore_config(manager) is None
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint for step 5 .* available: \[0\]"):
+        restore_checkpoint(manager, state, step=5)
+    manager.close()
+
+
 def _device_count_worker(one_device_run: str, eight_device_run: str, out: str) -> None:
     import jax
 
