@@ -131,12 +131,18 @@ def test_svgd_direction_matches_liu_wang_reference(bandwidth):
         assert abs(h_got - h) < 1e-12 * h
 
 
-def test_median_heuristic_sigma2_is_webers_footnote():
-    x = np.random.default_rng(5).normal(size=(33, 3))
+@pytest.mark.parametrize("n", [33, 40])  # odd and even counts of matrix entries
+def test_median_heuristic_sigma2_is_webers_footnote(n):
+    x = np.random.default_rng(5).normal(size=(n, 3))
     sq = ((x[:, None] - x[None]) ** 2).sum(-1)
     with jax.enable_x64(True):
         got = float(sdflow.median_heuristic_sigma2(x))
-    assert abs(got - 2 * np.median(sq) / np.log(34)) < 1e-12 * got
+    assert abs(got - 2 * np.median(sq) / np.log(n + 1)) < 1e-12 * got
+    # float32: the bit-pattern bisection returns exactly np.median of the float32 matrix
+    x32 = x.astype(np.float32)
+    sq32 = sum((x32[:, None, k] - x32[None, :, k]) ** 2 for k in range(3))
+    got32 = float(sdflow.median_heuristic_sigma2(x32))
+    assert abs(got32 - 2 * float(np.median(sq32)) / np.log(n + 1)) < 1e-6 * got32
 
 
 def test_score_difference_is_sigma2_times_smoothed_score_difference():
