@@ -14,6 +14,8 @@ Example:
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -49,6 +51,11 @@ def sample_moons(key, n: int, *, noise: float = 0.1, scale: float = 1.0) -> jax.
     """
     n = check_positive_int(n, "n")
     _check_nonnegative(noise, "noise")
+    return _moons(key, n, noise, scale)
+
+
+@functools.partial(jax.jit, static_argnames="n")
+def _moons(key, n, noise, scale):
     key_angle, key_noise, key_perm = jax.random.split(key, 3)
     angle = jnp.pi * jax.random.uniform(key_angle, (n,))
     lower = _two_groups(n)
@@ -91,6 +98,11 @@ def sample_circles(key, n: int, *, factor: float = 0.5, noise: float = 0.05) -> 
     _check_nonnegative(noise, "noise")
     if not 0 < factor < 1:
         raise ValueError(f"factor must lie in (0, 1), got {factor!r}")
+    return _circles(key, n, factor, noise)
+
+
+@functools.partial(jax.jit, static_argnames="n")
+def _circles(key, n, factor, noise):
     key_angle, key_noise, key_perm = jax.random.split(key, 3)
     angle = 2 * jnp.pi * jax.random.uniform(key_angle, (n,))
     radius = jnp.where(_two_groups(n), factor, 1.0)
@@ -114,6 +126,11 @@ def sample_swiss_roll_2d(key, n: int, *, noise: float = 0.2, scale: float = 0.2)
     """
     n = check_positive_int(n, "n")
     _check_nonnegative(noise, "noise")
+    return _swiss_roll_2d(key, n, noise, scale)
+
+
+@functools.partial(jax.jit, static_argnames="n")
+def _swiss_roll_2d(key, n, noise, scale):
     key_t, key_noise = jax.random.split(key)
     t = _roll_parameter(key_t, n)
     points = scale * jnp.stack([t * jnp.cos(t), t * jnp.sin(t)], axis=-1)
@@ -138,6 +155,11 @@ def sample_swiss_roll_3d(key, n: int, *, noise: float = 0.1, scale: float = 0.2)
     """
     n = check_positive_int(n, "n")
     _check_nonnegative(noise, "noise")
+    return _swiss_roll_3d(key, n, noise, scale)
+
+
+@functools.partial(jax.jit, static_argnames="n")
+def _swiss_roll_3d(key, n, noise, scale):
     key_roll, key_noise = jax.random.split(key)
     points = _swiss_roll_3d_clean(key_roll, n, scale)
     return points + noise * jax.random.normal(key_noise, (n, 3))
@@ -155,6 +177,11 @@ def sample_swiss_roll_6d(key, n: int, *, noise: float = 0.1, scale: float = 0.2)
     """
     n = check_positive_int(n, "n")
     _check_nonnegative(noise, "noise")
+    return _swiss_roll_6d(key, n, noise, scale)
+
+
+@functools.partial(jax.jit, static_argnames="n")
+def _swiss_roll_6d(key, n, noise, scale):
     key_roll, key_noise = jax.random.split(key)
     roll = _swiss_roll_3d_clean(key_roll, n, scale)
     points = jnp.concatenate([roll, jnp.zeros_like(roll)], axis=-1)

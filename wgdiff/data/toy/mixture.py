@@ -27,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -151,21 +152,11 @@ class GaussianMixture:
         the symmetric square root ``U diag(sqrt(lam)) U^T``, valid for singular
         covariances too.
         """
-        n = check_positive_int(n, "n")
-        key_comp, key_noise = jax.random.split(key)
-        comp = jax.random.categorical(key_comp, jnp.log(self.weights), shape=(n,))
-        eps = jax.random.normal(key_noise, (n, self.dim), self.means.dtype)
-        if self.covs is None:
-            return self.means[comp] + self.stds[comp, None] * eps
-        lam, vecs = jnp.linalg.eigh(self.covs)
-        root = vecs * jnp.sqrt(jnp.maximum(lam, 0.0))[:, None, :]
-        return self.means[comp] + jnp.einsum("nij,nj->ni", root[comp], eps)
+        return _sample(self, key, check_positive_int(n, "n"))
 
     def log_prob(self, x) -> jax.Array:
         """Log-density ``log p(x)`` by log-sum-exp over components: ``x (n, d) -> (n,)``."""
-        x = self._check_x(x)
-        log_comp, _ = self._components(x, 1.0, 0.0, with_score=False)
-        return jax.nn.logsumexp(log_comp + jnp.log(self.weights), axis=-1)
+        return _log_prob(self, self._check_x(x), 1.0, 0.0)
 
     def score(self, x) -> jax.Array:
         """Score ``grad_x log p(x) = sum_k r_k(x) (-C_k^{-1}(x - mu_k))``: ``(n, d) -> (n, d)``.
@@ -173,8 +164,7 @@ class GaussianMixture:
         ``r_k`` are the posterior responsibilities, a softmax of the
         weighted component log-densities (stable in float32).
         """
-        x = self._check_x(x)
-        return self._score(x, 1.0, 0.0)
+        return _score(self, self._check_x(x), 1.0, 0.0)
 
     # -- SDE perturbation ---------------------------------------------------------
     def perturbed(self, sde, t) -> GaussianMixture:
@@ -208,8 +198,8 @@ class GaussianMixture:
         """
 
         def score_fn(x, t):
-            x, m, s = self._perturbation(sde, x, t)
-            return self._score(x, m, s)
+            x, t = self._check_x_t(sde, x, t)
+            return _perturbed_score(self, sde, x, t)
 
         return score_fn
 
@@ -217,9 +207,8 @@ class GaussianMixture:
         """Exact log-density of the perturbed mixture: ``log_prob_fn(x (n, d), t) -> (n,)``."""
 
         def log_prob_fn(x, t):
-            x, m, s = self._perturbation(sde, x, t)
-            log_comp, _ = self._components(x, m, s, with_score=False)
-            return jax.nn.logsumexp(log_comp + jnp.log(self.weights), axis=-1)
+            x, t = self._check_x_t(sde, x, t)
+            return _perturbed_log_prob(self, sde, x, t)
 
         return log_prob_fn
 
@@ -231,8 +220,7 @@ class GaussianMixture:
         check_finite(x, "x")
         return x
 
-    def _perturbation(self, sde, x, t):
-        """Validate ``(x, t)`` and return ``x`` with ``m(t), s(t)`` shaped ``(n, 1)`` or scalar."""
+    def _check_x_t(self, sde, x, t):
         x = self._check_x(x)
         t = jnp.asarray(t, x.dtype)
         if t.ndim not in (0, 1) or (t.ndim == 1 and t.shape[0] != x.shape[0]):
@@ -240,16 +228,7 @@ class GaussianMixture:
                 f"t must be a scalar or have shape (n,) = ({x.shape[0]},), got {t.shape}"
             )
         check_time(t, sde.T)
-        m, s = sde.marginal_coeffs(t)
-        m, s = jnp.asarray(m, x.dtype), jnp.asarray(s, x.dtype)
-        if t.ndim == 1:
-            m, s = m[:, None], s[:, None]
-        return x, m, s
-
-    def _score(self, x, m, s):
-        log_comp, comp_score = self._components(x, m, s, with_score=True)
-        resp = jax.nn.softmax(log_comp + jnp.log(self.weights), axis=-1)
-        return jnp.einsum("nk,nkd->nd", resp, comp_score)
+        return x, t
 
     def _components(self, x, m, s, *, with_score: bool):
         """Per-component log-densities ``(n, k)`` and scores ``(n, k, d)`` of ``p_t``.
@@ -295,6 +274,52 @@ def _normalize_weights(weights, k, dtype):
         if np.any(w < 0) or w.sum() <= 0:
             raise ValueError("weights must be nonnegative with a positive sum")
     return weights / jnp.sum(weights)
+
+
+# Jitted kernels (validation happens eagerly in the methods above). The mixture
+# and the SDE are pytrees, so one compilation serves every mixture of a shape.
+@functools.partial(jax.jit, static_argnames="n")
+def _sample(gm, key, n):
+    key_comp, key_noise = jax.random.split(key)
+    comp = jax.random.categorical(key_comp, jnp.log(gm.weights), shape=(n,))
+    eps = jax.random.normal(key_noise, (n, gm.dim), gm.means.dtype)
+    if gm.covs is None:
+        return gm.means[comp] + gm.stds[comp, None] * eps
+    lam, vecs = jnp.linalg.eigh(gm.covs)
+    root = vecs * jnp.sqrt(jnp.maximum(lam, 0.0))[:, None, :]
+    return gm.means[comp] + jnp.einsum("nij,nj->ni", root[comp], eps)
+
+
+@jax.jit
+def _log_prob(gm, x, m, s):
+    log_comp, _ = gm._components(x, m, s, with_score=False)
+    return jax.nn.logsumexp(log_comp + jnp.log(gm.weights), axis=-1)
+
+
+@jax.jit
+def _score(gm, x, m, s):
+    log_comp, comp_score = gm._components(x, m, s, with_score=True)
+    resp = jax.nn.softmax(log_comp + jnp.log(gm.weights), axis=-1)
+    return jnp.einsum("nk,nkd->nd", resp, comp_score)
+
+
+def _marginal_coeffs(sde, t, dtype):
+    """``m(t), s(t)`` shaped ``(n, 1)`` for per-sample ``t: (n,)``, scalars otherwise."""
+    m, s = sde.marginal_coeffs(t)
+    m, s = jnp.asarray(m, dtype), jnp.asarray(s, dtype)
+    if t.ndim == 1:
+        m, s = m[:, None], s[:, None]
+    return m, s
+
+
+@jax.jit
+def _perturbed_log_prob(gm, sde, x, t):
+    return _log_prob(gm, x, *_marginal_coeffs(sde, t, x.dtype))
+
+
+@jax.jit
+def _perturbed_score(gm, sde, x, t):
+    return _score(gm, x, *_marginal_coeffs(sde, t, x.dtype))
 
 
 __all__ = ["GaussianMixture"]

@@ -78,7 +78,7 @@ def four_clusters_mixture() -> GaussianMixture:
     0.1 divided by 8; the paper's text says covariance 0.01 I), equal weights.
     """
     c = FOUR_CLUSTERS_OFFSET
-    means = jnp.array([[c, c], [c, -c], [-c, c], [-c, -c]])
+    means = jnp.asarray(np.array([[c, c], [c, -c], [-c, c], [-c, -c]]))
     return GaussianMixture.isotropic(means, FOUR_CLUSTERS_STD)
 
 
@@ -97,9 +97,9 @@ def grid25_mixture() -> GaussianMixture:
     ``(i, j)``: index ``5 (i + 2) + (j + 2)``. Mean 0, covariance
     ``(8 + 0.05^2) I``.
     """
-    ticks = GRID25_SPACING * jnp.arange(-2.0, 3.0)
-    means = jnp.stack(jnp.meshgrid(ticks, ticks, indexing="ij"), axis=-1).reshape(25, 2)
-    return GaussianMixture.isotropic(means, GRID25_STD)
+    ticks = GRID25_SPACING * np.arange(-2.0, 3.0)
+    means = np.stack(np.meshgrid(ticks, ticks, indexing="ij"), axis=-1).reshape(25, 2)
+    return GaussianMixture.isotropic(jnp.asarray(means), GRID25_STD)
 
 
 def sample_grid25(key, n: int) -> jax.Array:
@@ -149,9 +149,9 @@ def eight_gaussians_mixture() -> GaussianMixture:
     isotropic std ``sqrt(2) / 4 ~ 0.354``; equal weights. (FFJORD draws
     ``4 c_k + 0.5 eps`` and divides by 1.414; we divide by ``sqrt(2)`` exactly.)
     """
-    angles = jnp.arange(8) * (jnp.pi / 4)
-    means = EIGHT_GAUSSIANS_RADIUS * jnp.stack([jnp.cos(angles), jnp.sin(angles)], axis=-1)
-    return GaussianMixture.isotropic(means, EIGHT_GAUSSIANS_STD)
+    angles = np.arange(8) * (np.pi / 4)
+    means = EIGHT_GAUSSIANS_RADIUS * np.stack([np.cos(angles), np.sin(angles)], axis=-1)
+    return GaussianMixture.isotropic(jnp.asarray(means), EIGHT_GAUSSIANS_STD)
 
 
 def sample_eight_gaussians(key, n: int) -> jax.Array:
