@@ -406,7 +406,7 @@ def _check_objective_args(sde, x0, times, n_noise):
     check_ndim(x0, tuple(range(2, 6)), "x0", "(n, *event)")
     check_finite(x0, "x0")
     times = _check_times(times, sde.T)
-    if is_concrete(times) and float(times[0]) <= 0:
+    if is_concrete(times) and float(np.asarray(times)[0]) <= 0:
         raise ValueError("times[0] must be > 0 (the conditional score is singular at t = 0)")
     return x0, times, check_positive_int(n_noise, "n_noise")
 
@@ -507,9 +507,9 @@ def wasserstein_bound(
     check_ndim(x0, tuple(range(2, 6)), "x0", "(n, *event)")
     check_finite(x0, "x0")
     times = time_grid(sde, n_times, eps) if times is None else _check_times(times, sde.T)
-    if is_concrete(times) and abs(float(times[-1]) - sde.T) > 1e-6 * sde.T:
-        raise ValueError(f"times must end at T = {sde.T}, got {float(times[-1])}")
-    if is_concrete(times) and float(times[0]) <= 0:
+    if is_concrete(times) and abs(float(np.asarray(times)[-1]) - sde.T) > 1e-6 * sde.T:
+        raise ValueError(f"times must end at T = {sde.T}, got {float(np.asarray(times)[-1])}")
+    if is_concrete(times) and float(np.asarray(times)[0]) <= 0:
         raise ValueError("times[0] must be > 0 (the conditional score is singular at t = 0)")
     if is_concrete(terminal_w2) and not float(terminal_w2) >= 0:
         raise ValueError(f"terminal_w2 must be a non-negative scalar, got {terminal_w2!r}")
