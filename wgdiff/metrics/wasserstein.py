@@ -42,8 +42,8 @@ EXACT_AUTO_MAX_PAIRS = 2000 * 2000
 # Hard limit of method="exact" with n == m: the float64 cost matrix takes 8 n^2 bytes
 # (512 MB at n = 8000) and the assignment runs for minutes there.
 ASSIGNMENT_MAX_PAIRS = 8000 * 8000
-# Hard limit of method="exact" with n != m: the LP has n * m variables; HiGHS takes
-# about 4 s at 500 x 300 and a few tens of seconds at 500 x 500.
+# Hard limit of method="exact" with n != m: the LP has n * m variables; HiGHS's
+# interior point took about 4 CPU s at 500 x 499 in 2-D on the development box.
 LP_MAX_PAIRS = 500 * 500
 
 # Sinkhorn settings. Without an explicit epsilon we first solve at
