@@ -71,8 +71,14 @@ def _check_digit_images(images, name):
     return images
 
 
-def train_digits_classifier(key, *, n_steps: int = 1500, batch_size: int = 128,
-                            holdout: int = 297, learning_rate: float = 2e-3):
+def train_digits_classifier(
+    key,
+    *,
+    n_steps: int = 1500,
+    batch_size: int = 128,
+    holdout: int = 297,
+    learning_rate: float = 2e-3,
+):
     """Train ``DigitsClassifier`` on the first ``1797 - holdout`` digits.
 
     Augmentation: random 1-pixel shifts, so features are not tied to exact
@@ -115,8 +121,10 @@ def train_digits_classifier(key, *, n_steps: int = 1500, batch_size: int = 128,
     def accuracy(x, y):
         return float(jnp.mean(jnp.argmax(net.apply(params, x), -1) == y))
 
-    return params, {"test_accuracy": accuracy(x_test, y_test),
-                    "train_accuracy": accuracy(x_train, y_train)}
+    return params, {
+        "test_accuracy": accuracy(x_test, y_test),
+        "train_accuracy": accuracy(x_train, y_train),
+    }
 
 
 def load_or_train_digits_classifier(run_dir, *, seed: int = 0, n_steps: int = 1500):
@@ -147,8 +155,9 @@ def _features(params, images):
 def digits_features(params, images, *, batch_size: int = 1024):
     """Penultimate ``(n, 64)`` features of ``images (n, 8, 8, 1)`` in ``[-1, 1]``, in batches."""
     images = _check_digit_images(images, "images")
-    chunks = [_features(params, images[i : i + batch_size])
-              for i in range(0, images.shape[0], batch_size)]
+    chunks = [
+        _features(params, images[i : i + batch_size]) for i in range(0, images.shape[0], batch_size)
+    ]
     return np.asarray(jnp.concatenate(chunks, axis=0))
 
 
@@ -198,28 +207,37 @@ def load_feature_fn(path) -> Callable:
     if not path.exists():
         raise FileNotFoundError(
             f"feature extractor {path} not found; wgdiff does not download Inception "
-            f"weights. Export your own with wgdiff.image_features.export_feature_fn.")
+            f"weights. Export your own with wgdiff.image_features.export_feature_fn."
+        )
     exported = jax.export.deserialize(bytearray(path.read_bytes()))
     in_shape = exported.in_avals[0].shape
 
     def feature_fn(images):
         images = jnp.asarray(images, exported.in_avals[0].dtype)
         if images.shape[1:] != tuple(in_shape[1:]):
-            raise ValueError(f"images must have shape (n, *{tuple(in_shape[1:])}) for this "
-                             f"extractor, got {images.shape}")
+            raise ValueError(
+                f"images must have shape (n, *{tuple(in_shape[1:])}) for this "
+                f"extractor, got {images.shape}"
+            )
         return exported.call(images)
 
     return feature_fn
 
 
-def frechet_distance_features(samples, reference, feature_fn: Callable, *,
-                              batch_size: int = 256) -> float:
+def frechet_distance_features(
+    samples, reference, feature_fn: Callable, *, batch_size: int = 256
+) -> float:
     """Frechet distance of ``feature_fn`` features (FID when ``feature_fn`` is Inception pool-3)."""
 
     def features(images):
         images = jnp.asarray(images)
-        return np.concatenate([np.asarray(feature_fn(images[i : i + batch_size]))
-                               for i in range(0, images.shape[0], batch_size)], axis=0)
+        return np.concatenate(
+            [
+                np.asarray(feature_fn(images[i : i + batch_size]))
+                for i in range(0, images.shape[0], batch_size)
+            ],
+            axis=0,
+        )
 
     return frechet_distance(features(samples), features(reference))
 

@@ -110,15 +110,25 @@ def predict_step(sde: SDE, score_fn, x, t, h):
 def _check_n_steps(n_steps) -> np.ndarray:
     values = np.atleast_1d(np.asarray(n_steps))
     if values.ndim != 1 or values.size == 0:
-        raise ValueError(f"n_steps must be a positive int or a 1-D sequence of them, "
-                         f"got {n_steps!r}")
+        raise ValueError(
+            f"n_steps must be a positive int or a 1-D sequence of them, got {n_steps!r}"
+        )
     for v in values:
         check_positive_int(v.item() if hasattr(v, "item") else v, "n_steps")
     return values.astype(np.int64)
 
 
-def projection_terms(key, sde: SDE, score_fn, project_fn: ProjectFn, x0, *, n_steps,
-                     eps: float = 1e-3, stop_score_gradient: bool = True):
+def projection_terms(
+    key,
+    sde: SDE,
+    score_fn,
+    project_fn: ProjectFn,
+    x0,
+    *,
+    n_steps,
+    eps: float = 1e-3,
+    stop_score_gradient: bool = True,
+):
     """Per-example pieces of the projection objective.
 
     Args:
@@ -162,25 +172,49 @@ def projection_terms(key, sde: SDE, score_fn, project_fn: ProjectFn, x0, *, n_st
     fit = _sum_event((x_pred + proj - x_mean) ** 2)
     norm = _sum_event(proj**2)
     weight = projection_weight(sde, t)
-    return {"fit": fit, "norm": norm, "weight": weight, "t": t, "h": h,
-            "loss": fit + weight * norm}
+    return {"fit": fit, "norm": norm, "weight": weight, "t": t, "h": h, "loss": fit + weight * norm}
 
 
-def projection_loss(key, sde: SDE, score_fn, project_fn: ProjectFn, x0, *, n_steps,
-                    eps: float = 1e-3, stop_score_gradient: bool = True):
+def projection_loss(
+    key,
+    sde: SDE,
+    score_fn,
+    project_fn: ProjectFn,
+    x0,
+    *,
+    n_steps,
+    eps: float = 1e-3,
+    stop_score_gradient: bool = True,
+):
     """The sec 8.2 projection objective, averaged over the batch (see the module docstring).
 
     Returns:
         Scalar ``mean(|x_pred + T - x_mean|^2 + c(t) |T|^2)``.
     """
-    terms = projection_terms(key, sde, score_fn, project_fn, x0, n_steps=n_steps, eps=eps,
-                             stop_score_gradient=stop_score_gradient)
+    terms = projection_terms(
+        key,
+        sde,
+        score_fn,
+        project_fn,
+        x0,
+        n_steps=n_steps,
+        eps=eps,
+        stop_score_gradient=stop_score_gradient,
+    )
     return jnp.mean(terms["loss"])
 
 
-def joint_objective(sde: SDE, score_apply, project_apply, *, n_steps, eps: float = 1e-3,
-                    score_loss: str = "dsm", weighting: str = "sigma2",
-                    projection_coeff: float = 1.0):
+def joint_objective(
+    sde: SDE,
+    score_apply,
+    project_apply,
+    *,
+    n_steps,
+    eps: float = 1e-3,
+    score_loss: str = "dsm",
+    weighting: str = "sigma2",
+    projection_coeff: float = 1.0,
+):
     """``loss_fn(params, key, batch)`` training score net and projection net in one step.
 
     ``params = {"score": ..., "project": ...}``; the loss is
@@ -214,8 +248,16 @@ def joint_objective(sde: SDE, score_apply, project_apply, *, n_steps, eps: float
         score_fn = lambda x, t: score_apply(params["score"], x, t)
         project_fn = lambda y, t, h: project_apply(params["project"], y, t, h)
         score_term = dsm_loss(score_key, sde, score_fn, batch, weighting=weighting)
-        proj_term = projection_loss(proj_key, sde, score_fn, project_fn, batch,
-                                    n_steps=n_steps, eps=eps, stop_score_gradient=True)
+        proj_term = projection_loss(
+            proj_key,
+            sde,
+            score_fn,
+            project_fn,
+            batch,
+            n_steps=n_steps,
+            eps=eps,
+            stop_score_gradient=True,
+        )
         return score_term + projection_coeff * proj_term
 
     return loss_fn
@@ -301,8 +343,9 @@ def _gaussian_average(sde: SDE, mean0, var0, n_steps, eps, n_quad, quantity):
     return float(np.mean(values))
 
 
-def gaussian_projection_minimum(sde: SDE, mean0, var0, *, n_steps, eps: float = 1e-3,
-                                n_quad: int = 2000):
+def gaussian_projection_minimum(
+    sde: SDE, mean0, var0, *, n_steps, eps: float = 1e-3, n_quad: int = 2000
+):
     """``min_T E L`` for ``x0 ~ N(mean0, diag(var0))`` with the exact score (float64).
 
     The expectation over ``t ~ U(eps + h, T)`` uses the midpoint rule with
@@ -312,8 +355,9 @@ def gaussian_projection_minimum(sde: SDE, mean0, var0, *, n_steps, eps: float = 
     return _gaussian_average(sde, mean0, var0, n_steps, eps, n_quad, "loss")
 
 
-def gaussian_projection_norm(sde: SDE, mean0, var0, *, n_steps, eps: float = 1e-3,
-                             n_quad: int = 2000):
+def gaussian_projection_norm(
+    sde: SDE, mean0, var0, *, n_steps, eps: float = 1e-3, n_quad: int = 2000
+):
     """``E ||T*||^2 = E |m' E[x0|x_t] - x_pred|^2 / (1 + c)^2`` for the Gaussian target (float64).
 
     The squared norm of the optimal projection, the quantity ``auto_delta_mu``

@@ -79,9 +79,19 @@ def _predict_project(key, sde, score_fn, project_fn, shape, n_steps, delta_mu, e
     return x
 
 
-def predict_project(key, sde: SDE, score_fn, project_fn, shape, n_steps: int, *,
-                    delta_mu: float, eps: float = 1e-3, x_init=None,
-                    return_info: bool = False):
+def predict_project(
+    key,
+    sde: SDE,
+    score_fn,
+    project_fn,
+    shape,
+    n_steps: int,
+    *,
+    delta_mu: float,
+    eps: float = 1e-3,
+    x_init=None,
+    return_info: bool = False,
+):
     """Predict-Project sampler (Ghimire Alg. 1), a jit-compiled ``lax.scan`` from ``T`` to ``eps``.
 
     Args:
@@ -107,15 +117,26 @@ def predict_project(key, sde: SDE, score_fn, project_fn, shape, n_steps: int, *,
         raise TypeError("project_fn must be callable (y, t, h) -> like y")
     if not float(delta_mu) >= 0.0:
         raise ValueError(f"delta_mu must be >= 0, got {delta_mu!r}")
-    x = _predict_project(key, sde, as_pytree_callable(score_fn), as_pytree_callable(project_fn),
-                         shape, n_steps, float(delta_mu), float(eps), x_init)
+    # delta_mu goes in as an array so that sweeping it reuses one compiled program.
+    x = _predict_project(
+        key,
+        sde,
+        as_pytree_callable(score_fn),
+        as_pytree_callable(project_fn),
+        shape,
+        n_steps,
+        jnp.asarray(delta_mu, jnp.result_type(float)),
+        float(eps),
+        x_init,
+    )
     if return_info:
         return x, {"nfe": int(n_steps), "projection_evals": int(n_steps)}
     return x
 
 
-def projection_norms(key, sde: SDE, score_fn, project_fn, x0, n_steps, *, eps: float = 1e-3,
-                     n_repeats: int = 4):
+def projection_norms(
+    key, sde: SDE, score_fn, project_fn, x0, n_steps, *, eps: float = 1e-3, n_repeats: int = 4
+):
     """``E ||T(x_pred, t', h_N)||^2`` for each ``N`` in ``n_steps`` (common random numbers).
 
     Args:
@@ -130,14 +151,28 @@ def projection_norms(key, sde: SDE, score_fn, project_fn, x0, n_steps, *, eps: f
     keys = jax.random.split(key, n_repeats)
     for n in n_steps:
         check_positive_int(int(n), "n_steps")
-        values = [jnp.mean(projection_terms(k, sde, score_fn, project_fn, x0, n_steps=int(n),
-                                            eps=eps)["norm"]) for k in keys]
+        values = [
+            jnp.mean(
+                projection_terms(k, sde, score_fn, project_fn, x0, n_steps=int(n), eps=eps)["norm"]
+            )
+            for k in keys
+        ]
         out[int(n)] = float(jnp.mean(jnp.stack(values)))
     return out
 
 
-def auto_delta_mu(key, sde: SDE, score_fn, project_fn, x0, n_steps, *,
-                  reference_steps: int = 1000, eps: float = 1e-3, n_repeats: int = 4):
+def auto_delta_mu(
+    key,
+    sde: SDE,
+    score_fn,
+    project_fn,
+    x0,
+    n_steps,
+    *,
+    reference_steps: int = 1000,
+    eps: float = 1e-3,
+    n_repeats: int = 4,
+):
     """``delta_mu(N) = min(1, |1 - E||T_N||^2 / E||T_ref||^2|)`` from the trained nets.
 
     See the module docstring; ``x0`` is a batch of training data.
@@ -146,12 +181,22 @@ def auto_delta_mu(key, sde: SDE, score_fn, project_fn, x0, n_steps, *,
         dict ``N -> delta_mu`` for each ``N`` in ``n_steps``.
     """
     check_positive_int(reference_steps, "reference_steps")
-    norms = projection_norms(key, sde, score_fn, project_fn, x0,
-                             list(n_steps) + [reference_steps], eps=eps, n_repeats=n_repeats)
+    norms = projection_norms(
+        key,
+        sde,
+        score_fn,
+        project_fn,
+        x0,
+        list(n_steps) + [reference_steps],
+        eps=eps,
+        n_repeats=n_repeats,
+    )
     ref = norms[reference_steps]
     if not ref > 0:
-        raise ValueError("the projection net is identically zero at the reference step; "
-                         "train it before estimating delta_mu")
+        raise ValueError(
+            "the projection net is identically zero at the reference step; "
+            "train it before estimating delta_mu"
+        )
     return {int(n): float(min(1.0, abs(1.0 - norms[int(n)] / ref))) for n in n_steps}
 
 
