@@ -55,11 +55,15 @@ def split_dataset(name: str, n_train: int, n_heldout: int, seed: int):
 
 
 def train_run(config: dict, run_dir: Path, *, progress: bool = True):
-    """Train the configured score model; returns ``(model, state, history, heldout)``."""
+    """Train the configured score model; returns ``(score apply, state, history, heldout)``.
+
+    The network output is divided by the marginal std (``std_scaled_apply``).
+    """
     import jax
     import jax.numpy as jnp
 
     from wgdiff.losses import dsm_objective
+    from wgdiff.nets import std_scaled_apply
     from wgdiff.train import (
         create_train_state,
         dataset_sampler,
@@ -75,10 +79,11 @@ def train_run(config: dict, run_dir: Path, *, progress: bool = True):
     )
     init_key, state_key, data_key = jax.random.split(jax.random.key(config["seed"] + 1), 3)
     params = model.init(init_key, train[:1], jnp.zeros((1,)))
-    optimizer = default_optimizer(config["lr"])
+    optimizer = default_optimizer(config["lr"], decay_steps=config["steps"])
     state = create_train_state(state_key, params, optimizer)
+    apply = std_scaled_apply(model.apply, sde)
     step = make_train_step(
-        dsm_objective(sde, model.apply, weighting=config["weighting"]),
+        dsm_objective(sde, apply, weighting=config["weighting"]),
         optimizer,
         ema_decay=config["ema_decay"],
     )
@@ -94,11 +99,11 @@ def train_run(config: dict, run_dir: Path, *, progress: bool = True):
         progress=progress,
         config=config,
     )
-    return model, state, history, heldout
+    return apply, state, history, heldout
 
 
 def load_run(run_dir: Path):
-    """``(config, model, ema_params, heldout)`` of a trained run directory."""
+    """``(config, score apply function, ema_params, heldout)`` of a trained run directory."""
     import jax
     import jax.numpy as jnp
 
@@ -118,15 +123,21 @@ def load_run(run_dir: Path):
         config["dataset"], config["n_train"], config["n_heldout"], config["seed"]
     )
     params = model.init(jax.random.key(0), train[:1], jnp.zeros((1,)))
-    like = create_train_state(jax.random.key(0), params, default_optimizer(config["lr"]))
+    like = create_train_state(
+        jax.random.key(0), params, default_optimizer(config["lr"], decay_steps=config["steps"])
+    )
     manager = checkpoint_manager(run_dir)
     state = restore_checkpoint(manager, like)
     manager.close()
-    return config, model, state.ema_params, heldout
+    from wgdiff.nets import std_scaled_apply
+
+    return config, std_scaled_apply(model.apply, build_sde(config)), state.ema_params, heldout
 
 
-def draw_samples(key, sde, score_fn, n: int, dim: int, sampler: str, steps: int | None):
-    """Samples and NFE from one of ``SAMPLERS``."""
+def draw_samples(
+    key, sde, score_fn, n: int, dim: int, sampler: str, steps: int | None, tol: float = 1e-3
+):
+    """Samples and NFE from one of ``SAMPLERS`` (``tol``: diffrax rtol = atol when adaptive)."""
     from wgdiff import samplers
 
     shape = (n, dim)
@@ -136,7 +147,9 @@ def draw_samples(key, sde, score_fn, n: int, dim: int, sampler: str, steps: int 
         return samplers.probability_flow(
             key, sde, score_fn, shape, steps, method=sampler[3:], return_info=True
         )
-    x, stats = samplers.diffrax_solve(key, sde, score_fn, shape, kind=sampler, n_steps=steps)
+    x, stats = samplers.diffrax_solve(
+        key, sde, score_fn, shape, kind=sampler, n_steps=steps, rtol=tol, atol=tol
+    )
     return x, {"nfe": stats["nfe"]}
 
 
@@ -199,9 +212,9 @@ def cmd_sample(args) -> int:
     import numpy as np
 
     run_dir = Path(args.run_dir)
-    config, model, params, heldout = load_run(run_dir)
+    config, apply, params, heldout = load_run(run_dir)
     sde = build_sde(config)
-    score_fn = functools.partial(model.apply, params)
+    score_fn = functools.partial(apply, params)
     x, info = draw_samples(
         jax.random.key(args.seed), sde, score_fn, args.n, heldout.shape[1], args.sampler, args.steps
     )
@@ -223,9 +236,9 @@ def cmd_evaluate(args) -> int:
     from wgdiff import metrics
 
     run_dir = Path(args.run_dir)
-    config, model, params, heldout = load_run(run_dir)
+    config, apply, params, heldout = load_run(run_dir)
     sde = build_sde(config)
-    score_fn = functools.partial(model.apply, params)
+    score_fn = functools.partial(apply, params)
     x, info = draw_samples(
         jax.random.key(args.seed),
         sde,
@@ -271,19 +284,19 @@ def cmd_demo(args) -> int:
         "T": 1.0,
         "weighting": "sigma2",
         "lr": 2e-3,
-        "batch_size": 256,
+        "batch_size": 512,
         "steps": args.steps,
-        "ema_decay": 0.995,
+        "ema_decay": 0.999,
         "n_train": 20_000,
         "n_heldout": args.n_samples,
         "seed": args.seed,
         "checkpoint_every": None,
     }
     print(f"[1/3] training a score MLP on {args.dataset} ({args.steps} steps, VP SDE, DSM)")
-    model, state, history, heldout = train_run(config, run_dir, progress=not args.quiet)
+    apply, state, history, heldout = train_run(config, run_dir, progress=not args.quiet)
     train_time = time.perf_counter() - start
     sde = build_sde(config)
-    score_fn = functools.partial(model.apply, state.ema_params)
+    score_fn = functools.partial(apply, state.ema_params)
     sampler_runs = [("em", s) for s in args.em_steps] + [("pf-heun", s) for s in args.ode_steps]
     sampler_runs.append(("ode", None))
     print(f"[2/3] sampling {args.n_samples} points with {len(sampler_runs)} sampler settings")
@@ -399,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--dataset", default="two_moons", help="toy data set")
-    p.add_argument("--steps", type=int, default=4000, help="training steps")
+    p.add_argument("--steps", type=int, default=8000, help="training steps")
     p.add_argument("--n-samples", type=int, default=2000, help="samples per sampler")
     p.add_argument(
         "--em-steps",

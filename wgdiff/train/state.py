@@ -47,9 +47,16 @@ class TrainState:
         return jax.random.wrap_key_data(self.key)
 
 
-def default_optimizer(learning_rate: float = DEFAULT_LEARNING_RATE):
-    """AdamW with gradient-norm clipping at 1 (what the paper experiments use by default)."""
-    return optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(learning_rate))
+def default_optimizer(learning_rate: float = DEFAULT_LEARNING_RATE, decay_steps: int | None = None):
+    """AdamW with gradient-norm clipping at 1; cosine decay to 5% over ``decay_steps`` if given."""
+    if not float(learning_rate) > 0:
+        raise ValueError(f"learning_rate must be positive, got {learning_rate!r}")
+    schedule = (
+        learning_rate
+        if decay_steps is None
+        else optax.cosine_decay_schedule(learning_rate, decay_steps, alpha=0.05)
+    )
+    return optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule))
 
 
 def create_train_state(
