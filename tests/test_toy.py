@@ -336,28 +336,40 @@ def test_perturbed_singular_linear_gaussian_matches_scipy():
     )
 
 
-@pytest.mark.parametrize("sde", SDES, ids=SDE_IDS)
-def test_per_sample_time_jit_and_vmap(sde):
-    gm = toy.question_mark_mixture()
-    score_fn = gm.score_fn(sde)
+def per_sample_case(gm):
     # From eps = 1e-3 as the samplers do: VESDE.marginal_coeffs gives NaN at t = 0 under jit
     # (sqrt of a rounding-negative sigma^2 - sigma_min^2), reported to the sde.py owner.
     t = jnp.linspace(1e-3, 1.0, N_SMALL)
     x = gm.sample(jax.random.key(29), N_SMALL) * 1.1
-    per_sample = jax.jit(score_fn)(x, t)
+    return x, t
+
+
+@pytest.mark.parametrize("sde", SDES, ids=SDE_IDS)
+def test_per_sample_time(sde):
+    gm = toy.question_mark_mixture()
+    x, t = per_sample_case(gm)
+    per_sample = gm.score_fn(sde)(x, t)
     one_by_one = jnp.concatenate(
         [gm.perturbed(sde, float(ti)).score(x[i : i + 1]) for i, ti in enumerate(t)]
     )
     scale = float(jnp.abs(one_by_one).max())
     np.testing.assert_allclose(per_sample, one_by_one, rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_score_fn_under_jit_and_vmap():
+    sde = VPSDE()
+    gm = toy.question_mark_mixture()
+    score_fn = gm.score_fn(sde)
+    x, t = per_sample_case(gm)
+    reference = score_fn(x, t)
+    scale = float(jnp.abs(reference).max())
+    np.testing.assert_allclose(jax.jit(score_fn)(x, t), reference, rtol=1e-5, atol=1e-6 * scale)
     # vmap over a leading batch of (x, t) pairs and over single examples.
-    xb = jnp.stack([x, x[::-1]])
-    tb = jnp.stack([t, t[::-1]])
-    batched = jax.vmap(score_fn)(xb, tb)
-    np.testing.assert_allclose(batched[0], per_sample, rtol=1e-5, atol=1e-6 * scale)
-    np.testing.assert_allclose(batched[1], per_sample[::-1], rtol=1e-5, atol=1e-6 * scale)
+    batched = jax.vmap(score_fn)(jnp.stack([x, x[::-1]]), jnp.stack([t, t[::-1]]))
+    np.testing.assert_allclose(batched[0], reference, rtol=1e-5, atol=1e-6 * scale)
+    np.testing.assert_allclose(batched[1], reference[::-1], rtol=1e-5, atol=1e-6 * scale)
     single = jax.vmap(lambda xi, ti: score_fn(xi[None], ti)[0])(x, t)
-    np.testing.assert_allclose(single, per_sample, rtol=1e-5, atol=1e-6 * scale)
+    np.testing.assert_allclose(single, reference, rtol=1e-5, atol=1e-6 * scale)
     # The mixture itself is a pytree: it passes through jit as an argument.
     jitted = jax.jit(lambda g, xx: g.score_fn(sde)(xx, 0.5))(gm, x)
     np.testing.assert_allclose(
