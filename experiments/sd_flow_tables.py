@@ -47,6 +47,11 @@ from wgdiff.nets.generator import LinearGenerator  # noqa: E402
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 NAME = "sd_flow"
 METHODS = ("sd", "mmd", "svgd")
+# SVGD needs the target score. "svgd" uses the exact mixture score; "svgd_kernel"
+# estimates it from the target sample (batch) at the condition's bandwidth,
+# (D_p(x) - x) / sigma^2, i.e. SVGD sees the same data as SD and MMD.
+ALL_METHODS = METHODS + ("svgd_kernel",)
+PAPER_COLUMN = {"sd": 0, "mmd": 1, "svgd": 2, "svgd_kernel": 2}
 PAPER_THRESHOLDS = {"grid": 0.0651, "question_mark": 0.0612}
 GEOMETRY = {
     "grid": {
@@ -135,7 +140,7 @@ def make_table_runner(method, batch_size, n_steps, segment, cfd_every, target_sc
     return init, run
 
 
-def run_table(key, table, cfg, log):
+def run_table(key, table, cfg, log, methods=METHODS):
     """All conditions x methods x trials of one table; returns per-run min CFD and snapshots."""
     d = 2 if table == "grid" else 3
     with_offset = table == "question_mark"
@@ -161,6 +166,13 @@ def run_table(key, table, cfg, log):
         off: [float(sdflow.median_heuristic_sigma2(b)) for b in base] for off, base in bases.items()
     }
 
+    initial_cfd = {
+        off: [
+            float(metrics.cfd(b, target, key=jax.random.fold_in(k_cfd, t)))
+            for t, b in enumerate(base)
+        ]
+        for off, base in bases.items()
+    }
     start = time.time()
     thr = metrics.cfd_threshold(k_thr, gm.sample, n, n_trials=cfg["threshold_pairs"])
     log(
@@ -169,10 +181,10 @@ def run_table(key, table, cfg, log):
     )
 
     snapshot_steps = sorted({0, *range(cfg["segment"], cfg["steps"] + 1, cfg["segment"])})
-    results = {m: {} for m in METHODS}
-    snapshots = {m: {} for m in METHODS}
+    results = {m: {} for m in methods}
+    snapshots = {m: {} for m in methods}
     timings = {}
-    for method in METHODS:
+    for method in methods:
         for batch in (0, 1):
             sel = [i for i, r in enumerate(rows) if r["batch"] == batch]
             conds, states_particles, keys, cfd_keys = [], [], [], []
@@ -190,8 +202,9 @@ def run_table(key, table, cfg, log):
                     keys.append(jax.random.fold_in(k_flow, t))
                     cfd_keys.append(jax.random.fold_in(k_cfd, t))
             init, run = make_table_runner(
-                method, cfg["batch_size"] if batch else None, cfg["steps"], cfg["segment"],
-                cfg["cfd_every"], gm.score,
+                "svgd" if method == "svgd_kernel" else method,
+                cfg["batch_size"] if batch else None, cfg["steps"], cfg["segment"],
+                cfg["cfd_every"], None if method == "svgd_kernel" else gm.score,
             )  # fmt: skip
             start = time.time()
             state = init(
@@ -223,55 +236,50 @@ def run_table(key, table, cfg, log):
     return dict(
         target=np.asarray(target), rows=rows, threshold=thr, results=results,
         snapshots=snapshots, snapshot_steps=snapshot_steps, timings=timings,
-        sigma2_const=sigma2_const,
+        sigma2_const=sigma2_const, initial_cfd=initial_cfd,
     )  # fmt: skip
 
 
 def table_markdown(table_out, paper_conv, paper_cfd, with_offset) -> tuple[str, str, list]:
     """Markdown for convergence (Table 1/2) and mean minimum CFD (Table 3/4), ours | paper."""
     thr = table_out["threshold"]
+    methods = list(table_out["results"])
     head = ["ADAGRAD", "BATCH", "CONST", "ANNEAL"] + (["OFFSET"] if with_offset else [])
     yn = lambda v: "Y" if v else "N"
-    conv_lines = [
-        "| " + " | ".join(head) + " | SD | MMD | SVGD | paper SD | paper MMD | paper SVGD |"
-    ]
+    ours = " | ".join(m.upper() for m in methods)
+    paper = " | ".join(f"paper {m.upper()}" for m in methods)
+    conv_lines = ["| " + " | ".join(head) + f" | {ours} | {paper} |"]
     cfd_lines = [conv_lines[0]]
-    sep = "|" + "---|" * (len(head) + 6)
+    sep = "|" + "---|" * (len(head) + 2 * len(methods))
     conv_lines.append(sep)
     cfd_lines.append(sep)
     records = []
     for i, row in enumerate(table_out["rows"]):
-        flags = [yn(row[k]) for k in ["adagrad", "batch", "const", "anneal", "offset"][: len(head)]]
+        flags = " | ".join(
+            yn(row[k]) for k in ["adagrad", "batch", "const", "anneal", "offset"][: len(head)]
+        )
         conv, means = [], []
-        for m in METHODS:
+        for m in methods:
             vals = np.asarray(table_out["results"][m][i]["min_cfd"])
             conv.append(float(np.mean(vals < thr)))
             means.append(float(np.mean(vals)) if np.all(np.isfinite(vals)) else float("inf"))
+        p_conv = [paper_conv[i][PAPER_COLUMN[m]] for m in methods]
+        p_cfd = [paper_cfd[i][PAPER_COLUMN[m]] for m in methods]
         conv_lines.append(
-            "| "
-            + " | ".join(flags)
-            + " | "
-            + " | ".join(f"{c:.1f}" for c in conv)
-            + " | "
-            + " | ".join(str(v) for v in paper_conv[i])
-            + " |"
-        )
+            f"| {flags} | " + " | ".join(f"{c:.1f}" for c in conv) + " | "
+            + " | ".join(str(v) for v in p_conv) + " |"
+        )  # fmt: skip
         cfd_lines.append(
-            "| "
-            + " | ".join(flags)
-            + " | "
-            + " | ".join(f"{c:.4f}" for c in means)
-            + " | "
-            + " | ".join(f"{v:.4f}" for v in paper_cfd[i])
-            + " |"
-        )
+            f"| {flags} | " + " | ".join(f"{c:.4f}" for c in means) + " | "
+            + " | ".join(f"{v:.4f}" for v in p_cfd) + " |"
+        )  # fmt: skip
         records.append(
             dict(
                 row=row,
-                convergence=dict(zip(METHODS, conv, strict=True)),
-                mean_min_cfd=dict(zip(METHODS, means, strict=True)),
-                paper_convergence=dict(zip(METHODS, paper_conv[i], strict=True)),
-                paper_mean_min_cfd=dict(zip(METHODS, paper_cfd[i], strict=True)),
+                convergence=dict(zip(methods, conv, strict=True)),
+                mean_min_cfd=dict(zip(methods, means, strict=True)),
+                paper_convergence=dict(zip(methods, p_conv, strict=True)),
+                paper_mean_min_cfd=dict(zip(methods, p_cfd, strict=True)),
             )
         )
     return "\n".join(conv_lines), "\n".join(cfd_lines), records
@@ -283,8 +291,11 @@ def plot_strip(path, table_out, row_index, title):
     show = [s for s in (0, 50, 100, 250, 500, steps[-1]) if s in steps] or steps
     cols = [steps.index(s) for s in show]
     target = table_out["target"]
-    fig, axes = plt.subplots(3, len(cols), figsize=(2.2 * len(cols), 6.6), squeeze=False)
-    for r, m in enumerate(METHODS):
+    methods = list(table_out["snapshots"])
+    fig, axes = plt.subplots(
+        len(methods), len(cols), figsize=(2.2 * len(cols), 2.2 * len(methods)), squeeze=False
+    )
+    for r, m in enumerate(methods):
         snaps = table_out["snapshots"][m][row_index]
         for c, idx in enumerate(cols):
             ax = axes[r, c]
@@ -469,6 +480,10 @@ def main(argv=None) -> dict:
     )  # fmt: skip
     parser.add_argument("--tables", default="grid,question_mark")
     parser.add_argument("--skip-extras", action="store_true", help="only Tables 1-4")
+    parser.add_argument(
+        "--methods", default=",".join(METHODS), help=f"subset of {ALL_METHODS}, comma-separated"
+    )
+    parser.add_argument("--name", default=NAME, help="prefix of the output files")
     args = parser.parse_args(argv)
     cfg = dict(QUICK if args.quick else FULL)
     if args.trials is not None:
@@ -476,6 +491,10 @@ def main(argv=None) -> dict:
     cfg["trials_question_mark"] = (
         args.trials_question_mark if args.trials_question_mark is not None else cfg["trials"]
     )
+    methods = tuple(m for m in args.methods.split(",") if m)
+    if not methods or any(m not in ALL_METHODS for m in methods):
+        parser.error(f"--methods must be a subset of {ALL_METHODS}, got {args.methods!r}")
+    name = args.name
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     log_lines = []
@@ -488,7 +507,8 @@ def main(argv=None) -> dict:
     k_grid, k_qm, k_interp, k_r50 = jax.random.split(key, 4)
     record = dict(
         paper="Weber, The Score-Difference Flow for Implicit Generative Modeling (TMLR)",
-        quick=args.quick, config=cfg, geometry=GEOMETRY, paper_thresholds=PAPER_THRESHOLDS,
+        quick=args.quick, methods=list(methods), config=cfg, geometry=GEOMETRY,
+        paper_thresholds=PAPER_THRESHOLDS,
         scaled_down=[f"{k}: {cfg[k]} (paper/full {FULL.get(k, FULL['trials'])})"
                      for k in cfg if cfg[k] != FULL.get(k, FULL["trials"])],
         notes=[
@@ -511,7 +531,7 @@ def main(argv=None) -> dict:
         k, p_conv, p_cfd, name_conv, name_cfd, with_offset = specs[table]
         start = time.time()
         table_cfg = dict(cfg, trials=cfg["trials_question_mark"]) if with_offset else cfg
-        res = run_table(k, table, table_cfg, log)
+        res = run_table(k, table, table_cfg, log, methods)
         outs[table] = res
         conv_md, cfd_md, rows = table_markdown(res, p_conv, p_cfd, with_offset)
         markdown += [
@@ -519,33 +539,36 @@ def main(argv=None) -> dict:
             f"paper {PAPER_THRESHOLDS[table]})\n", conv_md, "",
             f"## {name_cfd}: mean minimum CFD ({table})\n", cfd_md, "",
         ]  # fmt: skip
-        sd_conv = [r["convergence"]["sd"] for r in rows]
+        sd_conv = [r["convergence"]["sd"] for r in rows if "sd" in r["convergence"]]
         record[table] = dict(
             threshold=res["threshold"], rows=rows, timings_s=res["timings"],
-            wall_s=time.time() - start, sd_converged_every_condition=bool(min(sd_conv) == 1.0),
-            sigma2_const=res["sigma2_const"],
+            wall_s=time.time() - start,
+            sd_converged_every_condition=bool(sd_conv) and min(sd_conv) == 1.0,
+            sigma2_const=res["sigma2_const"], initial_cfd=res["initial_cfd"],
             min_cfd_per_trial={m: {str(i): res["results"][m][i] for i in res["results"][m]}
-                               for m in METHODS},
+                               for m in methods},
         )  # fmt: skip
         strip_row = 1 if table == "grid" else 3  # the rows the paper's Figs. 1 and 2 show
         fig_name = "fig1_grid_strip.png" if table == "grid" else "fig2_question_mark_strip.png"
-        plot_strip(out / f"{NAME}_{fig_name}", res, strip_row,
-                   f"{table}: condition {res['rows'][strip_row]}, trial 0")  # fmt: skip
-        _dump(out, record, markdown, log_lines, t0)
+        flags = " ".join(
+            f"{k.upper()}={'Y' if v else 'N'}" for k, v in res["rows"][strip_row].items()
+        )
+        plot_strip(out / f"{name}_{fig_name}", res, strip_row, f"{table}: {flags}, trial 0")
+        _dump(out, record, markdown, log_lines, t0, name)
 
     if not args.skip_extras:
-        if "question_mark" in outs:
+        if "question_mark" in outs and "sd" in methods:
             res = outs["question_mark"]
             final = res["snapshots"]["sd"][3][-1]
             record["nearest_neighbour"] = nn_histogram(
-                out / f"{NAME}_fig4_nn_histogram.png", final, res["target"],
+                out / f"{name}_fig4_nn_histogram.png", final, res["target"],
                 "Fig. 4: SD flow on the question mark (Table 2 row 4, trial 0)",
             )  # fmt: skip
         interp = run_interpolation(k_interp, cfg, log)
-        plot_interpolation(out / f"{NAME}_fig3_interpolation.png", interp)
+        plot_interpolation(out / f"{name}_fig3_interpolation.png", interp)
         record["interpolation"] = dict(final_cfd=interp["final_cfd"], steps=cfg["interp_steps"])
         r50 = run_r50(k_r50, cfg, log)
-        plot_r50(out / f"{NAME}_fig5_r50.png", r50)
+        plot_r50(out / f"{name}_fig5_r50.png", r50)
         record["r50"] = {k: v for k, v in r50.items() if not k.startswith("_")}
         markdown += [
             "## R^50 generator (App. C.4, Fig. 5)\n",
@@ -557,16 +580,16 @@ def main(argv=None) -> dict:
             f"held-out target -> target {r50['nn_heldout_target_mean']:.3f}",
             "",
         ]  # fmt: skip
-    _dump(out, record, markdown, log_lines, t0)
+    _dump(out, record, markdown, log_lines, t0, name)
     return record
 
 
-def _dump(out, record, markdown, log_lines, t0):
+def _dump(out, record, markdown, log_lines, t0, name=NAME):
     """Write the JSON and markdown so far (after each stage, so a long run keeps its tables)."""
     record["wall_s"] = time.time() - t0
     record["log"] = log_lines
-    (out / f"{NAME}_tables.md").write_text("\n".join(markdown) + "\n")
-    (out / f"{NAME}.json").write_text(json.dumps(record, indent=2))
+    (out / f"{name}_tables.md").write_text("\n".join(markdown) + "\n")
+    (out / f"{name}.json").write_text(json.dumps(record, indent=2))
 
 
 if __name__ == "__main__":

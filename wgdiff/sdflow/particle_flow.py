@@ -42,7 +42,12 @@ import jax.numpy as jnp
 from flax import struct
 
 from wgdiff._checks import check_positive_int
-from wgdiff.sdflow.directions import mmd_direction, score_difference, svgd_direction
+from wgdiff.sdflow.directions import (
+    kernel_denoiser,
+    mmd_direction,
+    score_difference,
+    svgd_direction,
+)
 from wgdiff.sdflow.kernels import DEFAULT_POINT_CHUNK, DEFAULT_Z_CHUNK, check_point_set
 
 METHODS = ("sd", "mmd", "svgd")
@@ -176,7 +181,10 @@ def particle_flow(
             sums run over this many randomly drawn target points and this many
             randomly drawn particles (for SVGD: the particles whose scores and
             kernel gradients are averaged). ``None`` = full data.
-        target_score: ``(n, d) -> (n, d)`` score of the target, required for SVGD.
+        target_score: ``(n, d) -> (n, d)`` score of the target for SVGD. ``None``
+            estimates it from the target sample (or batch) at the current
+            bandwidth, ``(D_p(x) - x) / sigma^2`` (Tweedie, eq. 13), for targets
+            known only through samples.
         z_chunk, point_chunk: kernel block sizes.
 
     Returns:
@@ -187,8 +195,8 @@ def particle_flow(
     check_positive_int(n_steps, "n_steps")
     if batch_size is not None:
         check_positive_int(batch_size, "batch_size")
-    if method == "svgd" and not callable(target_score):
-        raise ValueError("method 'svgd' needs target_score, a callable (n, d) -> (n, d)")
+    if method == "svgd" and target_score is not None and not callable(target_score):
+        raise ValueError("target_score must be None or a callable (n, d) -> (n, d)")
     chunks = dict(z_chunk=z_chunk, point_chunk=point_chunk)
 
     def direction(z, target, clean, noisy_kernel_points, sigma):
@@ -196,7 +204,10 @@ def particle_flow(
             return score_difference(z, target, clean, sigma, **chunks)
         if method == "mmd":
             return mmd_direction(z, target, clean, sigma, **chunks)
-        return svgd_direction(z, target_score, sigma, kernel_points=noisy_kernel_points, **chunks)
+        score = target_score
+        if score is None:
+            score = lambda x: (kernel_denoiser(x, target, sigma, **chunks) - x) / sigma**2
+        return svgd_direction(z, score, sigma, kernel_points=noisy_kernel_points, **chunks)
 
     def init(key, particles, conditions: FlowConditions) -> FlowState:
         check_point_set(particles, "particles")
