@@ -256,7 +256,8 @@ class VESDE(SDE):
 
     def marginal_coeffs(self, t):
         t = jnp.asarray(t)
-        return jnp.ones_like(t), jnp.sqrt(self.sigma(t) ** 2 - self.sigma_min**2)
+        # Clipped: at t = 0 rounding can make the difference slightly negative.
+        return jnp.ones_like(t), jnp.sqrt(jnp.maximum(self.sigma(t) ** 2 - self.sigma_min**2, 0.0))
 
 
 @struct.dataclass
