@@ -69,11 +69,14 @@ FULL = {
     "toy_batch": 512,
     "toy_eval": 1500,
     "digit_net": "unet",
-    "digit_steps": 2000,
+    "digit_steps": 1500,
     "digit_batch": 64,
-    "digit_eval": 400,
-    "unet_score": 32,
-    "unet_project": 16,
+    "digit_eval": 200,
+    "digit_n_values": [1000, 100, 40, 20, 10],
+    "digit_pp_max_n": 100,
+    "digit_alpha_n": 40,
+    "unet_score": 16,
+    "unet_project": 8,
     "classifier_steps": 1500,
 }
 # The quick run swaps the digits UNets for MLPs on the flattened images: compiling a
@@ -93,6 +96,9 @@ QUICK = {
     "digit_steps": 20,
     "digit_batch": 16,
     "digit_eval": 32,
+    "digit_n_values": [20, 10],
+    "digit_pp_max_n": 100,
+    "digit_alpha_n": 20,
     "unet_score": 8,
     "unet_project": 8,
     "classifier_steps": 60,
@@ -263,7 +269,7 @@ def run_mixture(cfg, sde, seed):
             for a in cfg["alphas"]
         },
         "learned": {
-            str(a): metric(euler_maruyama(key, sde, score_fn, shape, cfg["alpha_n"], alpha=a))
+            str(a): metric(euler_maruyama(key, sde, score_fn, shape, cfg["digit_alpha_n"], alpha=a))
             for a in cfg["alphas"]
         },
     }
@@ -324,15 +330,16 @@ def run_digits(cfg, sde, seed, out_dir):
     print(f"digits trained ({train_seconds:.0f} s)", flush=True)
     score_fn = functools.partial(score_apply, params["score"])
     project_fn = functools.partial(proj_net.apply, params["project"])
+    pp_n = [n for n in cfg["digit_n_values"] if n <= cfg["digit_pp_max_n"]]
     delta_mus = {
-        "paper": paper_rule(cfg["n_values"]),
+        "paper": paper_rule(pp_n),
         "auto": auto_delta_mu(
             jax.random.key(seed + 4),
             sde,
             score_fn,
             project_fn,
             images[:512],
-            cfg["n_values"],
+            pp_n,
             n_repeats=2,
         ),
     }
@@ -343,16 +350,16 @@ def run_digits(cfg, sde, seed, out_dir):
         score_fn,
         project_fn,
         shape,
-        {**cfg, "grid": False},
+        {**cfg, "grid": False, "n_values": cfg["digit_n_values"]},
         delta_mus,
         metric,
     )
     key = jax.random.key(seed + 6)
     alpha = {
-        str(a): metric(euler_maruyama(key, sde, score_fn, shape, cfg["alpha_n"], alpha=a))
+        str(a): metric(euler_maruyama(key, sde, score_fn, shape, cfg["digit_alpha_n"], alpha=a))
         for a in cfg["alphas"]
     }
-    grid_n = [n for n in cfg["n_values"] if n in (1000, 40, 20, 10)]
+    grid_n = [n for n in cfg["digit_n_values"] if n in (1000, 40, 20, 10)]
     grids = {}
     for n in grid_n:
         grids[f"EM N={n}"] = np.asarray(euler_maruyama(key, sde, score_fn, (16, 8, 8, 1), n))
@@ -371,7 +378,7 @@ def run_digits(cfg, sde, seed, out_dir):
         "joint_final_loss": joint_loss,
         "delta_mu_auto": delta_mus["auto"],
         "table": table,
-        "alpha_sweep": {"n_steps": cfg["alpha_n"], "fd_digits": alpha},
+        "alpha_sweep": {"n_steps": cfg["digit_alpha_n"], "fd_digits": alpha},
         "seconds": time.perf_counter() - start,
     }
     return result, grids
@@ -404,7 +411,7 @@ def markdown_table(result) -> str:
             ("pp_auto", "PP, auto delta_mu"),
             ("pp_best", "PP, best grid delta_mu"),
         ):
-            cells = [fmt(table[str(n)].get(key)) for n in ns]
+            cells = [fmt(table.get(str(n), {}).get(key)) for n in ns]
             if any(c != "-" for c in cells):
                 lines.append(f"| ours {label}: {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -1,4 +1,6 @@
-"""Image pipelines: offline digits against scikit-learn, TFDS readers on mock data."""
+"""Image pipelines: offline digits against scikit-learn, TFDS readers on mock data, FD-digits."""
+
+import warnings
 
 import jax
 import numpy as np
@@ -70,3 +72,63 @@ def test_array_batch_sampler_draws_rows():
     data = np.arange(10, dtype=np.float32).reshape(10, 1)
     batch = np.asarray(array_batch_sampler(data, 5)(jax.random.key(0)))
     assert batch.shape == (5, 1) and np.all(np.isin(batch, data))
+
+
+def test_fd_digits_classifier_cache_and_distances(tmp_path):
+    import scipy.linalg
+
+    from wgdiff.image_features import digits_features, fd_digits, load_or_train_digits_classifier
+
+    params, info = load_or_train_digits_classifier(tmp_path, n_steps=40)
+    assert info["cached"] is False and (tmp_path / "digits_classifier.msgpack").exists()
+    again, info2 = load_or_train_digits_classifier(tmp_path, n_steps=40)
+    assert info2["cached"] is True
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(again), strict=True):
+        np.testing.assert_array_equal(a, b)
+    x = load_digits()
+    real_a, real_b = x[:800], x[800:1600]
+    noise = np.random.default_rng(0).uniform(-1, 1, real_a.shape).astype(np.float32)
+    same = fd_digits(real_a, real_b, run_dir=tmp_path)
+    assert same < fd_digits(noise, real_b, params=params)
+    assert abs(fd_digits(real_a, real_a, params=params)) < 1e-3
+    # Independent Frechet formula: |mu1 - mu2|^2 + tr(C1 + C2 - 2 (C1 C2)^(1/2)), float64 SciPy.
+    fa = digits_features(params, real_a).astype(np.float64)
+    fb = digits_features(params, real_b).astype(np.float64)
+    ca, cb = np.cov(fa, rowvar=False), np.cov(fb, rowvar=False)
+    # Dead ReLU units make the covariances singular; sqrtm still returns the PSD root.
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        root = scipy.linalg.sqrtm(ca @ cb).real
+    expected = np.sum((fa.mean(0) - fb.mean(0)) ** 2) + np.trace(ca + cb - 2 * root)
+    np.testing.assert_allclose(same, expected, rtol=1e-3, atol=1e-3)
+    with pytest.raises(ValueError, match=r"\(n, 8, 8, 1\)"):
+        fd_digits(np.zeros((4, 8, 8)), real_b, params=params)
+    with pytest.raises(ValueError, match="run_dir"):
+        fd_digits(real_a, real_b)
+
+
+def test_exported_feature_fn_round_trip(tmp_path):
+    pytest.importorskip("flatbuffers", reason="jax.export serialization needs flatbuffers")
+    from wgdiff.image_features import (
+        export_feature_fn,
+        frechet_distance_features,
+        load_feature_fn,
+    )
+
+    weights = jax.random.normal(jax.random.key(0), (3 * 4 * 4, 5))
+    feature_fn = lambda images: jax.numpy.tanh(images.reshape(images.shape[0], -1) @ weights)
+    example = np.zeros((2, 4, 4, 3), np.float32)
+    path = export_feature_fn(feature_fn, example, tmp_path / "features.jax_exported")
+    loaded = load_feature_fn(path)
+    images = np.asarray(jax.random.normal(jax.random.key(1), (7, 4, 4, 3)))
+    np.testing.assert_allclose(loaded(images), feature_fn(images), atol=1e-5)
+    other = images + 0.5
+    np.testing.assert_allclose(
+        frechet_distance_features(images, other, loaded, batch_size=3),
+        frechet_distance_features(images, other, feature_fn),
+        rtol=1e-4,
+    )
+    with pytest.raises(ValueError, match="images must have shape"):
+        loaded(np.zeros((2, 8, 8, 3), np.float32))
+    with pytest.raises(FileNotFoundError, match="does not download"):
+        load_feature_fn(tmp_path / "missing")
