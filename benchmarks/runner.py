@@ -1,0 +1,536 @@
+"""Run every ``benchmarks/bench_*.py`` and summarize the headline numbers in one table.
+
+Each benchmark module exposes ``run(quick: bool = False) -> dict``; ``run`` measures
+its comparisons side by side and writes ``<results_dir>/<name>.json`` through
+``benchmarks._common.write_result``. This runner
+
+1. discovers the modules (``--only`` picks some, by ``w2`` or ``bench_w2``),
+2. runs them one after another, each in a fresh subprocess by default (a crash,
+   a leaked ``jax.config`` setting or a memory spike stays in that process;
+   ``--in-process`` runs them in this one), optionally under a time limit,
+3. records a failing or timed-out benchmark with its error instead of stopping,
+4. writes ``SUMMARY.json`` (every outcome with its headline numbers) and
+   ``SUMMARY.md`` (one markdown table, with the date and the machine) in the
+   results directory; quick runs write ``SUMMARY_quick.*`` so they never
+   overwrite the committed full-run summary. With ``--only`` the other
+   benchmarks' previous entries are kept, each with its own date.
+
+Headline numbers of a record, first found wins:
+
+- ``record["headline"]``: a ``{label: value}`` dict the benchmark chose;
+- ``headline(record) -> dict``, a function in the benchmark module;
+- an extractor below in ``HEADLINES`` for benchmarks written before this runner;
+- otherwise the record's top-level numbers (then one level down), flattened.
+
+Run: ``python -m benchmarks [--quick] [--only NAME ...] [--timeout S]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+DEFAULT_RESULTS_DIR = BENCH_DIR / "results"
+# Keys that describe a record rather than measure something.
+_DESCRIPTIVE_KEYS = {"name", "quick", "machine", "description", "note", "what", "headline"}
+_MAX_GENERIC_ENTRIES = 8
+_ERROR_TAIL_LINES = 25
+
+
+# -- discovery and running ---------------------------------------------------------------
+def discover(only: Iterable[str] | None = None, bench_dir: Path | None = None) -> list[Path]:
+    """The ``bench_*.py`` files of ``bench_dir`` (sorted), or those named in ``only``.
+
+    Raises:
+        ValueError: if a name in ``only`` matches no benchmark file.
+    """
+    directory = Path(bench_dir) if bench_dir is not None else BENCH_DIR
+    files = {p.stem.removeprefix("bench_"): p for p in sorted(directory.glob("bench_*.py"))}
+    if not only:
+        return list(files.values())
+    chosen = []
+    for name in only:
+        short = name.removesuffix(".py").removeprefix("bench_")
+        if short not in files:
+            raise ValueError(f"only: no benchmark named {name!r}; available: {sorted(files)}")
+        chosen.append(files[short])
+    return chosen
+
+
+def _load_module(path: Path):
+    """Import a benchmark file: as ``benchmarks.<stem>`` when it lives in this package."""
+    if path.resolve().parent == BENCH_DIR:
+        return importlib.import_module(f"benchmarks.{path.stem}")
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run_module(path: Path, quick: bool, results_dir: Path) -> dict:
+    """Import the benchmark and call ``run(quick)`` with results going to ``results_dir``."""
+    from benchmarks import _common
+
+    # write_result reads RESULTS_DIR at call time, so this redirects every benchmark.
+    _common.RESULTS_DIR = Path(results_dir)
+    module = _load_module(path)
+    record = module.run(quick=quick)
+    if not isinstance(record, dict):
+        raise TypeError(f"{path.name}: run() returned {type(record).__name__}, expected dict")
+    entries = headline(record, getattr(module, "headline", None), path.stem)
+    return {"record": record, "headline": entries}
+
+
+def _tail(text: str, n_lines: int = _ERROR_TAIL_LINES) -> str:
+    return "\n".join(text.strip().splitlines()[-n_lines:])
+
+
+def _run_subprocess(
+    path: Path, quick: bool, results_dir: Path, timeout: float | None, verbose: bool
+) -> dict:
+    """One benchmark in a fresh interpreter; returns the worker's payload or the failure."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "outcome.json"
+        cmd = [
+            sys.executable,
+            "-m",
+            "benchmarks.runner",
+            "--worker",
+            str(path),
+            "--results-dir",
+            str(results_dir),
+            "--worker-out",
+            str(out),
+        ] + (["--quick"] if quick else [])
+        # A session of its own, so a timeout can end the benchmark and any subprocess it started.
+        proc = subprocess.Popen(
+            cmd,
+            cwd=REPO,
+            stdout=None if verbose else subprocess.PIPE,
+            stderr=None if verbose else subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            output, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            output, _ = proc.communicate()
+            return {
+                "status": "timeout",
+                "error": f"timed out after {timeout:g} s",
+                "output_tail": _tail(output or ""),
+            }
+        if out.exists():
+            return json.loads(out.read_text())
+        return {
+            "status": "failed",
+            "error": f"worker exited with code {proc.returncode} and no result",
+            "output_tail": _tail(output or ""),
+        }
+
+
+def _worker(path: Path, quick: bool, results_dir: Path, worker_out: Path) -> int:
+    """Subprocess side: run one benchmark, write ``{status, record, headline}`` or the error."""
+    try:
+        payload = {"status": "ok", **_run_module(path, quick, results_dir)}
+    except Exception as err:  # noqa: BLE001 - any failure of a benchmark is reported, not raised
+        payload = {
+            "status": "failed",
+            "error": f"{type(err).__name__}: {err}",
+            "output_tail": _tail(traceback.format_exc()),
+        }
+    worker_out.write_text(json.dumps(payload, default=_json_default))
+    return 0 if payload["status"] == "ok" else 1
+
+
+def run_benchmark(
+    path: Path,
+    *,
+    quick: bool = False,
+    results_dir: Path | None = None,
+    isolate: bool = True,
+    timeout: float | None = None,
+    verbose: bool = False,
+) -> dict:
+    """Run one benchmark file; never raises for the benchmark's own failure.
+
+    Returns:
+        ``{"name", "file", "status": "ok"|"failed"|"timeout", "seconds", "finished",
+        "headline", "record" (ok) or "error" and "output_tail" (otherwise)}``.
+    """
+    results_dir = Path(results_dir) if results_dir is not None else DEFAULT_RESULTS_DIR
+    start = time.perf_counter()
+    if isolate:
+        payload = _run_subprocess(path, quick, results_dir, timeout, verbose)
+    else:
+        try:
+            payload = {"status": "ok", **_run_module(path, quick, results_dir)}
+        except Exception as err:  # noqa: BLE001 - recorded as failed, the suite goes on
+            payload = {
+                "status": "failed",
+                "error": f"{type(err).__name__}: {err}",
+                "output_tail": _tail(traceback.format_exc()),
+            }
+    return {
+        "name": path.stem.removeprefix("bench_"),
+        "file": path.name,
+        "quick": quick,
+        "seconds": time.perf_counter() - start,
+        "finished": _now(),
+        "headline": payload.get("headline", {}),
+        **{k: v for k, v in payload.items() if k != "headline"},
+    }
+
+
+def run_all(
+    only: Iterable[str] | None = None,
+    *,
+    quick: bool = False,
+    results_dir: Path | None = None,
+    isolate: bool = True,
+    timeout: float | None = None,
+    bench_dir: Path | None = None,
+    verbose: bool = False,
+    log: Callable[[str], None] = print,
+) -> list[dict]:
+    """Run the benchmarks one after another, write the summary, return every outcome."""
+    results_dir = Path(results_dir) if results_dir is not None else DEFAULT_RESULTS_DIR
+    results_dir.mkdir(parents=True, exist_ok=True)
+    paths = discover(only, bench_dir)
+    outcomes = []
+    for path in paths:
+        log(f"[bench] {path.stem} ({'quick' if quick else 'full'}) ...")
+        outcome = run_benchmark(
+            path,
+            quick=quick,
+            results_dir=results_dir,
+            isolate=isolate,
+            timeout=timeout,
+            verbose=verbose,
+        )
+        status = outcome["status"]
+        detail = "" if status == "ok" else f": {outcome['error']}"
+        log(f"[bench] {path.stem}: {status} in {outcome['seconds']:.1f} s{detail}")
+        outcomes.append(outcome)
+    write_summary(outcomes, results_dir, quick=quick, merge=bool(only))
+    return outcomes
+
+
+# -- headline numbers --------------------------------------------------------------------
+def _is_scalar(value) -> bool:
+    return isinstance(value, bool | int | float) or (isinstance(value, str) and len(value) <= 40)
+
+
+def generic_headline(record: dict) -> dict:
+    """Top-level scalar entries of ``record``; if there are none, scalars one level down."""
+    entries = {k: v for k, v in record.items() if k not in _DESCRIPTIVE_KEYS and _is_scalar(v)}
+    if not any(isinstance(v, int | float) and not isinstance(v, bool) for v in entries.values()):
+        for key, value in record.items():
+            if key in _DESCRIPTIVE_KEYS or not isinstance(value, dict):
+                continue
+            for sub, leaf in value.items():
+                if sub not in _DESCRIPTIVE_KEYS and _is_scalar(leaf):
+                    entries[f"{key}.{sub}"] = leaf
+    return dict(list(entries.items())[:_MAX_GENERIC_ENTRIES])
+
+
+def headline(record: dict, module_headline: Callable | None = None, module: str = "") -> dict:
+    """The ``{label: value}`` headline of one record (see the module docstring for the order).
+
+    A module extractor that fails on a changed record falls through to the next source.
+    """
+    if isinstance(record.get("headline"), dict) and record["headline"]:
+        return dict(record["headline"])
+    short = module.removeprefix("bench_")
+    for extractor in (module_headline, HEADLINES.get(short)):
+        if extractor is None:
+            continue
+        try:
+            entries = extractor(record)
+        except (KeyError, IndexError, TypeError, ValueError, ZeroDivisionError):
+            continue
+        if entries:
+            return dict(entries)
+    return generic_headline(record)
+
+
+def _pair(*values, digits: int = 3) -> str:
+    return " / ".join(_format(v, digits) for v in values)
+
+
+def _core(r: dict) -> dict:
+    so, dx, tr = r["sampler_overhead"], r["diffrax_vs_scan"], r["train"]
+    return {
+        f"Euler-Maruyama time / ({so['n_steps']} x net forward), batch {so['batch']}": so[
+            "em_overhead_ratio"
+        ],
+        "probability-flow Euler time / (N x net forward)": so["pf_overhead_ratio"],
+        f"diffrax Euler / scan Euler time at equal NFE = {dx['nfe']}": dx["diffrax_over_scan"],
+        "diffrax vs scan samples, max abs difference": dx["max_abs_difference"],
+        f"DSM train steps/s (ScoreMLP, batch {tr['batch']})": tr["steps_per_second"],
+    }
+
+
+def _w2(r: dict) -> dict:
+    out = {}
+    for row in r["rows"]:
+        n, exact, sink, pot = row["n"], row["exact"], row["sinkhorn"], row["pot_emd2"]
+        exact_err = "skipped" if exact.get("skipped") else exact["relative_error"]
+        exact_s = "skipped" if exact.get("skipped") else exact["wall_s"]
+        sink_s = sink.get("warm_wall_s", sink["first_call_wall_s"])
+        out[f"n={n}: rel. error vs POT, exact / Sinkhorn"] = _pair(
+            exact_err, sink["relative_error"]
+        )
+        out[f"n={n}: wall s, POT / exact / Sinkhorn"] = _pair(pot["wall_s"], exact_s, sink_s)
+    return out
+
+
+def _sdflow(r: dict) -> dict:
+    out = {}
+    for row in r["sd_step"]:
+        out[f"SD step chunked / dense time (n={row['n']}, d={row['d']})"] = row["ratio_default"]
+    mem = r["memory_1e5"]
+    out[f"SD step at n={mem['n']}: peak RSS GiB"] = mem["peak_rss_gib"]
+    svgd = r["svgd_vs_numpy"]
+    out[f"SVGD s/step, ours / NumPy (n={svgd['n']})"] = _pair(
+        svgd["ours_s_per_step"], svgd["numpy_s_per_step"]
+    )
+    out[f"SVGD max abs diff to NumPy after {svgd['steps']} steps (f64)"] = svgd[
+        "max_abs_diff_float64"
+    ]
+    flow = r["sd_flow_vs_dense"]
+    out[f"SD flow s/step, ours / dense (n={flow['n']})"] = _pair(
+        flow["ours_s_per_step"], flow["dense_jnp_s_per_step"]
+    )
+    out[f"SD flow max abs diff to NumPy f64 after {flow['steps']} steps"] = flow[
+        "max_abs_diff_vs_numpy_float64"
+    ]
+    return out
+
+
+def _wpo(r: dict) -> dict:
+    out = {}
+    for row in r["ism"]:
+        key = f"d={row['d']}, {row['n_centers']} centres"
+        out[f"closed-form ISM speedup vs autodiff ({key})"] = row["speedup"]
+        out[f"closed-form vs autodiff ISM rel. difference ({key})"] = row["relative_difference"]
+    for row in r["score_throughput"]:
+        out[f"kernel_score points/s ({row['n_centers']} centres, d={row['d']})"] = row[
+            "points_per_s"
+        ]
+    return out
+
+
+def _predict_project(r: dict) -> dict:
+    out = {}
+    for case, row in r["sampler_step"].items():
+        out[f"Predict-Project / Euler-Maruyama time per step ({case})"] = row["pp_over_em"]
+    for row in r["unet_training"]:
+        shape = "x".join(str(s) for s in row["image_shape"])
+        out[f"UNet DSM training images/s ({shape}, batch {row['batch']})"] = row[
+            "images_per_second"
+        ]
+    return out
+
+
+def _train(r: dict) -> dict:
+    return {
+        f"{model} data-parallel steps/s on {n} CPU device(s)": value
+        for model, per_n in r["steps_per_second"].items()
+        for n, value in per_n.items()
+    }
+
+
+def _bounds(r: dict) -> dict:
+    out = {}
+    for row in r["jacobian_asymmetry"]:
+        out[f"Jacobian asymmetry s, exact / projection (d={row['d']})"] = _pair(
+            row["exact_seconds"], row["projection_seconds"]
+        )
+    for name, row in r["one_sided_lipschitz_grid100"].items():
+        out[f"one-sided Lipschitz on 10x10 grid, s ({name})"] = row["seconds"]
+    return out
+
+
+# Extractors for the benchmarks that predate the ``headline`` convention.
+HEADLINES: dict[str, Callable[[dict], dict]] = {
+    "core": _core,
+    "w2": _w2,
+    "sdflow": _sdflow,
+    "wpo": _wpo,
+    "predict_project": _predict_project,
+    "train": _train,
+    "bounds": _bounds,
+}
+
+
+# -- summary -----------------------------------------------------------------------------
+def _format(value, digits: int = 3) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return str(value)
+        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
+            return f"{value:.{digits - 1}e}"
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def _md_cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+def _json_default(value):
+    try:
+        return value.item()  # NumPy / JAX scalars
+    except AttributeError:
+        return str(value)
+
+
+def render_summary(outcomes: list[dict], machine: dict, *, quick: bool) -> str:
+    """The markdown page: date, machine, then one table of every benchmark's headline."""
+    dates = sorted(o["finished"] for o in outcomes)
+    versions = ", ".join(f"{k} {v}" for k, v in machine.get("versions", {}).items() if v)
+    devices = ", ".join(machine.get("devices", []))
+    lines = [
+        f"# Benchmark summary ({'quick' if quick else 'full'} run)",
+        "",
+        f"- Date (UTC): {dates[0]} to {dates[-1]}" if dates else "- Date (UTC): none",
+        f"- Machine: {machine.get('cpu_count')} cores, {machine.get('platform')}, "
+        f"Python {machine.get('python')}",
+        f"- JAX backend: {machine.get('backend')}, devices: {devices}",
+        f"- Versions: {versions}",
+        "- Regenerate: `python -m benchmarks" + (" --quick" if quick else "") + "`; "
+        "each benchmark's full record is `benchmarks/results/<name>.json`.",
+        "",
+        "| benchmark | measurement | value |",
+        "| --- | --- | --- |",
+    ]
+    for outcome in outcomes:
+        name = f"`{outcome['name']}`"
+        if outcome["status"] != "ok":
+            error = _md_cell(outcome.get("error", ""))
+            lines.append(f"| {name} | **{outcome['status'].upper()}** | {error} |")
+            continue
+        entries = outcome.get("headline") or {"(no numbers)": ""}
+        for label, value in entries.items():
+            lines.append(f"| {name} | {_md_cell(label)} | {_md_cell(_format(value))} |")
+            name = ""
+    lines += [
+        "",
+        "Wall time per benchmark (this runner, including imports and compilation): "
+        + ", ".join(f"`{o['name']}` {o['seconds']:.0f} s" for o in outcomes)
+        + ".",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_summary(
+    outcomes: list[dict], results_dir: Path, *, quick: bool, merge: bool = False
+) -> Path:
+    """Write ``SUMMARY[_quick].json`` and ``.md``; with ``merge`` keep other benchmarks' entries."""
+    from benchmarks._common import machine_info
+
+    stem = "SUMMARY_quick" if quick else "SUMMARY"
+    json_path, md_path = results_dir / f"{stem}.json", results_dir / f"{stem}.md"
+    by_name = {}
+    if merge and json_path.exists():
+        by_name = {o["name"]: o for o in json.loads(json_path.read_text())["outcomes"]}
+    for outcome in outcomes:
+        by_name[outcome["name"]] = {k: v for k, v in outcome.items() if k != "record"}
+    merged = [by_name[name] for name in sorted(by_name)]
+    machine = machine_info()
+    json_path.write_text(
+        json.dumps({"machine": machine, "outcomes": merged}, indent=2, default=_json_default)
+    )
+    md_path.write_text(render_summary(merged, machine, quick=quick))
+    return md_path
+
+
+# -- command line ------------------------------------------------------------------------
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """Options of ``python -m benchmarks`` (also used by ``wgdiff bench``)."""
+    parser = parser or argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes (the tests' mode)")
+    parser.add_argument(
+        "--only", nargs="+", metavar="NAME", help="benchmarks to run, e.g. w2 sdflow"
+    )
+    parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    parser.add_argument(
+        "--results-dir",
+        type=Path,
+        default=DEFAULT_RESULTS_DIR,
+        help="where the JSON records and SUMMARY.md go",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=None, help="time limit per benchmark in seconds"
+    )
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run in this process instead of one subprocess per benchmark",
+    )
+    parser.add_argument("--verbose", action="store_true", help="show benchmarks' own output")
+    return parser
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Exit code 0 when every benchmark ran, 1 when any failed or timed out, 2 on bad names."""
+    try:
+        if args.list:
+            for path in discover():
+                print(path.stem.removeprefix("bench_"))
+            return 0
+        outcomes = run_all(
+            args.only,
+            quick=args.quick,
+            results_dir=args.results_dir,
+            isolate=not args.in_process,
+            timeout=args.timeout,
+            verbose=args.verbose,
+        )
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    stem = "SUMMARY_quick" if args.quick else "SUMMARY"
+    print(f"[bench] summary: {Path(args.results_dir) / (stem + '.md')}")
+    return 0 if all(o["status"] == "ok" for o in outcomes) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker is not None:
+        return _worker(args.worker, args.quick, args.results_dir, args.worker_out)
+    return run_from_args(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
