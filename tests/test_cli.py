@@ -57,7 +57,7 @@ def test_demo_writes_table_json_and_png(tmp_path, capsys):
     assert (run_dir / "samples.png").stat().st_size > 10_000
 
 
-def test_train_then_sample(tmp_path, capsys):
+def test_train_sample_evaluate(tmp_path, capsys):
     run_dir = tmp_path / "run"
     args = [
         "train",
@@ -88,6 +88,11 @@ def test_train_then_sample(tmp_path, capsys):
     x = np.load(out)
     assert x.shape == (64, 2) and np.all(np.isfinite(x))
     assert "wrote 64 samples" in capsys.readouterr().out
+    assert main(["evaluate", "--run-dir", str(run_dir), "--steps", "20"]) == 0
+    report = json.loads((run_dir / "evaluation.json").read_text())
+    assert report["nfe"] == 20 and np.isfinite(report["w2"]["value"])
+    assert report["certificates"]["bound"]["bound"] > 0
+    assert "Kwon upper bound" in capsys.readouterr().out
 
 
 def test_bad_arguments_exit_with_a_message(tmp_path, capsys):

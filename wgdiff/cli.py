@@ -248,20 +248,39 @@ def cmd_evaluate(args) -> int:
         args.sampler,
         args.steps,
     )
-    report = {"sampler": args.sampler, "nfe": info["nfe"], "w2": metrics.w2_with_info(x, heldout)}
-    report.update(_certificates(jax.random.key(args.seed + 1), sde, score_fn, heldout))
+    w2 = metrics.w2_with_info(x, heldout)
+    certificates = _certificates(jax.random.key(args.seed + 1), sde, score_fn, heldout, args.steps)
+    report = {
+        "sampler": args.sampler,
+        "steps": args.steps,
+        "nfe": info["nfe"],
+        "w2": w2,
+        "certificates": certificates,
+    }
     path = run_dir / "evaluation.json"
     path.write_text(json.dumps(report, indent=2, default=float))
-    print(json.dumps(report, indent=2, default=float))
+    bound, cons = certificates["bound"], certificates["conservativity"]
+    print(
+        f"W2 to held-out data ({args.sampler}, NFE {info['nfe']:.0f}): {w2['value']:.4f} "
+        f"[{w2['method']}]"
+    )
+    print(f"W2 between held-out halves (floor):   {certificates['w2_heldout_halves']:.4f}")
+    print(
+        f"Kwon upper bound on W2:               {bound['bound']:.4f} "
+        f"({bound['loss_kind']} = {bound['loss']:.4f}, offset {bound['offset']:.4f}, "
+        f"holds: {bound['bound_holds']})"
+    )
+    print(f"max Jacobian asymmetry ||J-J^T||/||J||: {cons['max_jacobian_asymmetry']:.4f}")
+    print(f"max closed-loop integral violation:   {cons['max_loop_violation']:.4f}")
     print(f"wrote {path}")
     return 0
 
 
-def _certificates(key, sde, score_fn, heldout) -> dict:
-    """Kwon bound and conservativity numbers (wgdiff.evaluation)."""
+def _certificates(key, sde, score_fn, heldout, n_steps: int) -> dict:
+    """Kwon bound and conservativity numbers (``wgdiff.evaluation``)."""
     from wgdiff import evaluation
 
-    return evaluation.evaluate_score_model(key, sde, score_fn, heldout=heldout)
+    return evaluation.evaluate_score_model(key, sde, score_fn, heldout=heldout, n_steps=n_steps)
 
 
 def cmd_demo(args) -> int:
