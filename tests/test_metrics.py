@@ -68,8 +68,8 @@ def test_w2_sinkhorn_refines_epsilon_for_close_measures():
     assert len(info["stages"]) == 2
     assert info["stages"][1]["epsilon"] < info["stages"][0]["epsilon"]
     assert info["converged"] is True
-    # relative_epsilon = 0.02 leaves a bias of a few per mille in 2-D; 2% is loose
-    assert abs(info["value"] - reference) / reference < 2e-2
+    # relative_epsilon = 0.02 left a bias of 0.2% here; 1% is the documented target
+    assert abs(info["value"] - reference) / reference < 1e-2
 
 
 def test_w2_1d_gaussians_approach_closed_form():
