@@ -199,7 +199,11 @@ def _sinkhorn_divergence(x, y, epsilon, *, threshold, max_iterations):
     divergence, out = sinkhorn_divergence.sinkhorn_divergence(
         pointcloud.PointCloud, x, y, epsilon=epsilon, solve_kwargs=solve_kwargs
     )
-    return divergence, jnp.stack(out.converged), jnp.stack(out.n_iters)
+    # Trust a term only if OTT says so and it actually measured a marginal error below
+    # threshold (OTT's flag alone has been wrong, e.g. ott-jax issue #375).
+    measured_below = [jnp.any((e >= 0) & (e < threshold)) for e in out.errors]
+    converged = jnp.stack(out.converged) & jnp.stack(measured_below)
+    return divergence, converged, jnp.stack(out.n_iters)
 
 
 def _mean_squared_distance(x: np.ndarray, y: np.ndarray) -> float:
