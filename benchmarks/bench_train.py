@@ -216,6 +216,21 @@ def run(quick: bool = False) -> dict:
     return record
 
 
+def headline(record: dict) -> dict:
+    """Steps per second per model and device count, and the largest batch on 1 device."""
+    out = {
+        f"{name} steps/s on {n} dev": rate
+        for name, rates in record["steps_per_second"].items()
+        for n, rate in rates.items()
+    }
+    first = record["per_device_count"][0]
+    for name, result in first["models"].items():
+        out[f"{name} largest global batch ({first['n_devices']} dev)"] = result[
+            "largest_global_batch"
+        ]
+    return out
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", type=int, help="internal: measure on this many devices")
