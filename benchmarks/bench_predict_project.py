@@ -8,7 +8,7 @@ Side by side in one run:
 - UNet training images per second (DSM step, Adam) at 8x8x1 (the digits
   default) and 32x32x3 on whatever device JAX uses (CPU here).
 
-Run: ``python benchmarks/bench_predict_project.py`` (writes
+Run: ``python -m benchmarks.bench_predict_project`` (writes
 ``benchmarks/results/predict_project.json``).
 """
 

@@ -60,18 +60,18 @@ PAPER_TABLE1 = {
 FULL = {
     "n_values": [1000, 100, 40, 20, 10],
     "proj_train_n": [10, 20, 40, 100, 1000],
-    "single_n": [10, 20],
-    "delta_mu_grid": [0.1, 0.3, 1.0, 3.0],
+    "single_n": [20],
+    "delta_mu_grid": [0.3, 1.0, 3.0],
     "alphas": [0.0, 0.5, 1.0, 2.0],
     "alpha_n": 100,
-    "toy_steps": 4000,
-    "toy_proj_steps": 2000,
+    "toy_steps": 2500,
+    "toy_proj_steps": 1200,
     "toy_batch": 512,
-    "toy_eval": 1500,
+    "toy_eval": 1000,
     "digit_net": "unet",
-    "digit_steps": 1500,
-    "digit_batch": 64,
-    "digit_eval": 200,
+    "digit_steps": 800,
+    "digit_batch": 32,
+    "digit_eval": 100,
     "digit_n_values": [1000, 100, 40, 20, 10],
     "digit_pp_max_n": 100,
     "digit_alpha_n": 40,
@@ -448,18 +448,51 @@ def plot(out_dir, toy_samples, reference, digit_grids):
         plt.close(fig)
 
 
+def _save_part(out_dir, name, result, arrays):
+    (out_dir / f"predict_project_part_{name}.json").write_text(
+        json.dumps(result, indent=2, default=float)
+    )
+    np.savez(out_dir / f"predict_project_part_{name}.npz", **arrays)
+
+
+def _load_part(out_dir, name):
+    result = json.loads((out_dir / f"predict_project_part_{name}.json").read_text())
+    with np.load(out_dir / f"predict_project_part_{name}.npz") as arrays:
+        return result, dict(arrays)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny run for tests (< ~60 s)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--skip-digits", action="store_true")
+    parser.add_argument(
+        "--part",
+        choices=("all", "mixture", "digits", "merge"),
+        default="all",
+        help="run one part and save it (two processes can run the parts side by side), "
+        "or merge saved parts into the results file",
+    )
     args = parser.parse_args(argv)
     cfg = QUICK if args.quick else FULL
     args.out.mkdir(parents=True, exist_ok=True)
     sde = VPSDE()
     start = time.perf_counter()
-    mix, toy_samples, reference = run_mixture(cfg, sde, args.seed)
+    if args.part == "mixture":
+        mix, toy_samples, reference = run_mixture(cfg, sde, args.seed)
+        _save_part(args.out, "mixture", mix, {**toy_samples, "reference": reference})
+        return mix
+    if args.part == "digits":
+        digits, grids = run_digits(cfg, sde, args.seed, args.out)
+        _save_part(args.out, "digits", digits, grids)
+        return digits
+    if args.part == "merge":
+        mix, toy_samples = _load_part(args.out, "mixture")
+        reference = toy_samples.pop("reference")
+        digits, grids = _load_part(args.out, "digits")
+    else:
+        mix, toy_samples, reference = run_mixture(cfg, sde, args.seed)
+        digits, grids = run_digits(cfg, sde, args.seed, args.out)
     result = {
         "experiment": "predict_project",
         "paper": "Ghimire et al., Geometry of Score Based "
@@ -483,11 +516,10 @@ def main(argv=None):
             "best": "best of delta_mu_grid by the evaluation metric itself (oracle, context only)",
         },
         "mixture": mix,
+        "digits": digits,
     }
-    grids = {}
-    if not args.skip_digits:
-        result["digits"], grids = run_digits(cfg, sde, args.seed, args.out)
-    result["seconds_total"] = time.perf_counter() - start
+    if args.part == "all":
+        result["seconds_total"] = time.perf_counter() - start
     result["table_markdown"] = markdown_table(result)
     plot(args.out, toy_samples, reference, grids)
     path = args.out / "predict_project.json"
