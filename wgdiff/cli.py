@@ -71,6 +71,7 @@ def train_run(config: dict, run_dir: Path, *, progress: bool = True):
         fit,
         make_train_step,
     )
+    from wgdiff.train.parallel import data_mesh, make_parallel_train_step
 
     sde = build_sde(config)
     model = build_model(config)
@@ -82,11 +83,15 @@ def train_run(config: dict, run_dir: Path, *, progress: bool = True):
     optimizer = default_optimizer(config["lr"], decay_steps=config["steps"])
     state = create_train_state(state_key, params, optimizer)
     apply = std_scaled_apply(model.apply, sde)
-    step = make_train_step(
-        dsm_objective(sde, apply, weighting=config["weighting"]),
-        optimizer,
-        ema_decay=config["ema_decay"],
-    )
+    loss_fn = dsm_objective(sde, apply, weighting=config["weighting"])
+    # Data parallel over every device when there are several (hosts included).
+    mesh = data_mesh() if jax.device_count() > 1 else None
+    if mesh is None:
+        step = make_train_step(loss_fn, optimizer, ema_decay=config["ema_decay"])
+    else:
+        step = make_parallel_train_step(
+            loss_fn, optimizer, mesh=mesh, ema_decay=config["ema_decay"]
+        )
     state, history = fit(
         state,
         step,
@@ -98,6 +103,7 @@ def train_run(config: dict, run_dir: Path, *, progress: bool = True):
         log_every=100,
         progress=progress,
         config=config,
+        mesh=mesh,
     )
     return apply, state, history, heldout
 
@@ -196,10 +202,18 @@ def _config_from_args(args) -> dict:
 
 
 def cmd_train(args) -> int:
+    import jax
+
+    from wgdiff.train.parallel import initialize_distributed
+
+    # Before any JAX computation: joins a multi-host run (no-op for one process).
+    initialize_distributed(args.coordinator, args.num_processes, args.process_id)
     config = _config_from_args(args)
     run_dir = Path(args.run_dir)
     start = time.perf_counter()
     _, state, history, _ = train_run(config, run_dir, progress=not args.quiet)
+    if jax.process_index() != 0:
+        return 0
     print(
         f"trained {int(state.step)} steps in {time.perf_counter() - start:.1f}s; "
         f"final loss {history[-1]['loss']:.4f}; run directory {run_dir}"
@@ -464,6 +478,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", default="runs/train", help="run directory")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    g = p.add_argument_group("devices and hosts")
+    g.add_argument(
+        "--coordinator",
+        default=None,
+        help="host:port of process 0 of a multi-host run (default: auto-detect under SLURM, "
+        "Open MPI or on a Cloud TPU pod; otherwise a single process)",
+    )
+    g.add_argument("--num-processes", type=int, default=None, help="processes in the run")
+    g.add_argument("--process-id", type=int, default=None, help="this process's index")
     p.set_defaults(func=cmd_train)
 
     for name, func, text in (
