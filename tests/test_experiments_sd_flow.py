@@ -43,13 +43,17 @@ def test_quick_run_writes_tables_figures_and_json(quick_record):
 
 
 def test_quick_sd_flow_moves_towards_target(quick_record):
-    # Even 40 steps of full-data SD flow lower the CFD below that of the base draw.
+    # 40 steps of SGD SD flow under the cosine schedule (large sigma first, so every
+    # particle feels the whole target) cut the CFD to the target well below the
+    # base draw's (measured in quick runs: to 0.2-0.5 of it). CONST rows may first
+    # gather on the nearest component, and AdaGrad caps steps at ~eta, so they are
+    # not held to this within 40 steps.
     _, record = quick_record
     for table in ("grid", "question_mark"):
         rec = record[table]
         for row in rec["rows"]:
-            if row["row"]["batch"] == 0:
+            if row["row"]["const"] == 0 and row["row"]["adagrad"] == 0:
                 start = rec["initial_cfd"][row["row"].get("offset", 0)][0]
-                assert row["mean_min_cfd"]["sd"] < start
+                assert row["mean_min_cfd"]["sd"] < 0.6 * start
     # R^50: 40 steps of Alg. 2 already put the generator mean within 5% of mu.
     assert record["r50"]["mean_rel_error"] < 0.05
