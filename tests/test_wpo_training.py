@@ -38,6 +38,15 @@ def test_cholesky_mlp_lower_triangular_and_positive_definite():
     )
 
 
+def test_cholesky_mlp_diag_offset_shifts_the_factor():
+    z = jax.random.normal(jax.random.key(12), (4, 2))
+    plain, shifted = CholeskyMLP(features=(8,)), CholeskyMLP(features=(8,), diag_offset=10.0)
+    params = plain.init(jax.random.key(13), z)
+    np.testing.assert_allclose(
+        shifted.apply(params, z), plain.apply(params, z) + 10.0 * np.eye(2), rtol=1e-6
+    )
+
+
 def test_ism_objective_matches_ism_loss():
     net = CholeskyMLP(features=(8,))
     centers = jax.random.normal(jax.random.key(2), (6, 2))

@@ -42,11 +42,16 @@ class CholeskyMLP(nn.Module):
         features: hidden layer widths (paper: five layers of 64).
         activation: hidden nonlinearity (paper: GeLU).
         jitter: ``epsilon`` in ``Gamma = L L^T + epsilon I`` (authors' code: 0.01).
+        diag_offset: constant added to the diagonal of ``L`` (default 0, the authors'
+            plain net). With the default initialization ``L`` starts near 0, i.e. every
+            kernel starts with covariance ~ ``1/jitter`` = 100; an offset ``1/h`` starts
+            them at bandwidth ``h`` instead (see ``wgdiff.wpo.training``).
     """
 
     features: Sequence[int] = (64,) * 5
     activation: Callable = exact_gelu
     jitter: float = 0.01
+    diag_offset: float = 0.0
 
     @nn.compact
     def __call__(self, z):
@@ -56,7 +61,7 @@ class CholeskyMLP(nn.Module):
         for width in self.features:
             h = self.activation(nn.Dense(width)(h))
         entries = nn.Dense(d * (d + 1) // 2)(h)
-        return fill_lower_triangular(entries, d)
+        return fill_lower_triangular(entries, d) + self.diag_offset * jnp.eye(d, dtype=h.dtype)
 
     def precision(self, z):
         """``Gamma(z) = L(z) L(z)^T + jitter I``: ``(N, d, d)`` symmetric positive definite."""
