@@ -1,5 +1,26 @@
-"""Training objectives for score models."""
+"""Training objectives: score matching (DSM, ISM), Ghimire's projection objective,
+Vuong's Wasserstein-gradient-flow flow matching."""
 
+from wgdiff.losses.flow_matching import (
+    conditional_wgf_velocity,
+    score_to_velocity,
+    velocity_to_score,
+    wgf_flow_matching_loss,
+    wgf_flow_matching_objective,
+)
+from wgdiff.losses.projection import (
+    StepConditioned,
+    gaussian_optimal_projection,
+    gaussian_projection_minimum,
+    gaussian_projection_norm,
+    ghimire_beta,
+    joint_objective,
+    predict_step,
+    projection_loss,
+    projection_terms,
+    projection_weight,
+    step_size,
+)
 from wgdiff.losses.score_matching import (
     DIVERGENCES,
     WEIGHTINGS,
@@ -9,4 +30,27 @@ from wgdiff.losses.score_matching import (
     ism_loss,
 )
 
-__all__ = ["DIVERGENCES", "WEIGHTINGS", "divergence", "dsm_loss", "dsm_objective", "ism_loss"]
+__all__ = [
+    "DIVERGENCES",
+    "WEIGHTINGS",
+    "StepConditioned",
+    "conditional_wgf_velocity",
+    "divergence",
+    "dsm_loss",
+    "dsm_objective",
+    "gaussian_optimal_projection",
+    "gaussian_projection_minimum",
+    "gaussian_projection_norm",
+    "ghimire_beta",
+    "ism_loss",
+    "joint_objective",
+    "predict_step",
+    "projection_loss",
+    "projection_terms",
+    "projection_weight",
+    "score_to_velocity",
+    "step_size",
+    "velocity_to_score",
+    "wgf_flow_matching_loss",
+    "wgf_flow_matching_objective",
+]

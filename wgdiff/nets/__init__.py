@@ -1,13 +1,26 @@
-"""Flax linen networks: score MLPs, conservative potentials, image UNets."""
+"""Flax linen networks: score MLPs, conservative potentials, image UNets, WPO precisions,
+generators and discriminators, and output parameterizations."""
 
+from wgdiff.nets.cholesky import CholeskyMLP, fill_lower_triangular
+from wgdiff.nets.generator import DiscriminatorMLP, GeneratorMLP, LinearGenerator
 from wgdiff.nets.mlp import MLP, PotentialMLP, ScalarMLP, ScoreMLP, SinusoidalEmbedding
 from wgdiff.nets.parameterization import std_scaled_apply
+from wgdiff.nets.unet import AttentionBlock, ResBlock, UNet, sinusoidal_embedding
 
 __all__ = [
     "MLP",
+    "AttentionBlock",
+    "CholeskyMLP",
+    "DiscriminatorMLP",
+    "GeneratorMLP",
+    "LinearGenerator",
     "PotentialMLP",
+    "ResBlock",
     "ScalarMLP",
     "ScoreMLP",
     "SinusoidalEmbedding",
+    "UNet",
+    "fill_lower_triangular",
+    "sinusoidal_embedding",
     "std_scaled_apply",
 ]

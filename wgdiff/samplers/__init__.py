@@ -1,4 +1,5 @@
-"""Reverse-time samplers: lax.scan loops and diffrax solvers; each reports its NFE."""
+"""Reverse-time samplers: lax.scan loops, Ghimire's Predict-Project, diffrax solvers;
+each reports its NFE."""
 
 from wgdiff.samplers.diffrax_solvers import (
     KINDS,
@@ -7,16 +8,26 @@ from wgdiff.samplers.diffrax_solvers import (
     diffrax_solve,
     log_likelihood,
 )
+from wgdiff.samplers.predict_project import (
+    PAPER_DELTA_MU,
+    auto_delta_mu,
+    predict_project,
+    projection_norms,
+)
 from wgdiff.samplers.scan import PF_METHODS, euler_maruyama, langevin, probability_flow
 
 __all__ = [
     "KINDS",
     "ODE_SOLVERS",
+    "PAPER_DELTA_MU",
     "PF_METHODS",
     "SDE_SOLVERS",
+    "auto_delta_mu",
     "diffrax_solve",
     "euler_maruyama",
     "langevin",
     "log_likelihood",
+    "predict_project",
     "probability_flow",
+    "projection_norms",
 ]
