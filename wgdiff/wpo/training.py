@@ -102,9 +102,10 @@ def init_wpo(
             With the plain net (None, the authors' code) ``L`` starts near 0, every
             kernel starts with covariance ~ ``I / jitter``, and a few kernels that
             lose the softmax competition early get almost no ISM gradient and stay
-            that wide (we measured ~1% of 1000 centres with std > 0.3 on thin moons
-            after 1500 steps); their samples are far outliers that spoil W2 but
-            barely move the log-likelihood.
+            wide for a while (on thin moons we saw ~1% of 1000 centres with std > 0.3
+            after 1500 steps, none after ~7000: experiments/results/wpo_kernel.json,
+            fig2.ablation_authors_plain_init); their samples are far outliers that
+            spoil W2 but barely move the log-likelihood.
         learning_rate: Adam learning rate (authors: 2e-3).
         batch_size: ISM batch size (authors: 64).
         chunk_size: centres per streamed chunk.
