@@ -231,6 +231,60 @@ def run_all(
     return outcomes
 
 
+def outcomes_from_results(
+    only: Iterable[str] | None = None,
+    *,
+    quick: bool = False,
+    results_dir: Path | None = None,
+    bench_dir: Path | None = None,
+) -> list[dict]:
+    """Outcomes read from the records already in ``results_dir``, without running anything.
+
+    A record ``<name>.json`` belongs to benchmark ``bench_<short>.py`` when its ``name``,
+    less a ``bench_`` prefix and a ``_quick`` suffix, is ``<short>``; its ``quick`` field
+    (or the suffix) must match ``quick``. Each outcome carries the record's own date.
+    Benchmarks without a record are reported as ``"missing"``.
+    """
+    results_dir = Path(results_dir) if results_dir is not None else DEFAULT_RESULTS_DIR
+    paths = discover(only, bench_dir)
+    records = {}
+    for path in sorted(results_dir.glob("*.json")):
+        if path.stem.startswith("SUMMARY"):
+            continue
+        record = json.loads(path.read_text())
+        name = str(record.get("name", path.stem))
+        is_quick = bool(record.get("quick", name.endswith("_quick")))
+        if is_quick == quick:
+            records[name.removesuffix("_quick").removeprefix("bench_")] = (path, record)
+    outcomes = []
+    for path in paths:
+        short = path.stem.removeprefix("bench_")
+        base = {"name": short, "file": path.name, "quick": quick, "seconds": None}
+        if short not in records:
+            outcomes.append(
+                {
+                    **base,
+                    "status": "missing",
+                    "finished": _now(),
+                    "headline": {},
+                    "error": f"no {'quick' if quick else 'full'}-run record in {results_dir}",
+                }
+            )
+            continue
+        record_path, record = records[short]
+        module_headline = getattr(_load_module(path), "headline", None)
+        outcomes.append(
+            {
+                **base,
+                "status": "ok",
+                "finished": record.get("machine", {}).get("date", "unknown"),
+                "headline": headline(record, module_headline, path.stem),
+                "source": record_path.name,
+            }
+        )
+    return outcomes
+
+
 # -- headline numbers --------------------------------------------------------------------
 def _is_scalar(value) -> bool:
     return isinstance(value, bool | int | float) or (isinstance(value, str) and len(value) <= 40)
@@ -440,11 +494,22 @@ def render_summary(outcomes: list[dict], machine: dict, *, quick: bool) -> str:
             name = ""
     lines += [
         "",
-        "Wall time per benchmark (this runner, including imports and compilation): "
-        + ", ".join(f"`{o['name']}` {o['seconds']:.0f} s" for o in outcomes)
-        + ".",
-        "",
     ]
+    timed = [o for o in outcomes if o.get("seconds") is not None]
+    if timed:
+        lines.append(
+            "Wall time per benchmark (this runner, including imports and compilation): "
+            + ", ".join(f"`{o['name']}` {o['seconds']:.0f} s" for o in timed)
+            + "."
+        )
+    read = [o for o in outcomes if o.get("source")]
+    if read:
+        lines.append(
+            "Read from earlier records (date = that record's run): "
+            + ", ".join(f"`{o['name']}` ({o['source']}, {o['finished']})" for o in read)
+            + "."
+        )
+    lines.append("")
     return "\n".join(lines)
 
 
@@ -455,6 +520,8 @@ def write_summary(
     from benchmarks._common import machine_info
 
     stem = "SUMMARY_quick" if quick else "SUMMARY"
+    results_dir = Path(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = results_dir / f"{stem}.json", results_dir / f"{stem}.md"
     by_name = {}
     if merge and json_path.exists():
@@ -496,6 +563,11 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         help="run in this process instead of one subprocess per benchmark",
     )
     parser.add_argument("--verbose", action="store_true", help="show benchmarks' own output")
+    parser.add_argument(
+        "--from-results",
+        action="store_true",
+        help="run nothing: rebuild the summary from the records already in --results-dir",
+    )
     return parser
 
 
@@ -506,6 +578,14 @@ def run_from_args(args: argparse.Namespace) -> int:
             for path in discover():
                 print(path.stem.removeprefix("bench_"))
             return 0
+        if args.from_results:
+            outcomes = outcomes_from_results(
+                args.only, quick=args.quick, results_dir=args.results_dir
+            )
+            write_summary(outcomes, Path(args.results_dir), quick=args.quick, merge=False)
+            stem = "SUMMARY_quick" if args.quick else "SUMMARY"
+            print(f"[bench] summary: {Path(args.results_dir) / (stem + '.md')}")
+            return 0 if all(o["status"] == "ok" for o in outcomes) else 1
         outcomes = run_all(
             args.only,
             quick=args.quick,

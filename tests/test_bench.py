@@ -140,6 +140,38 @@ def test_only_merges_into_previous_summary(tmp_path):
     assert saved["good"]["headline"]["speedup vs reference"] == 12.5
 
 
+def test_summary_from_existing_records(tmp_path):
+    """``--from-results``: the table from records on disk, each with its own date."""
+    folder = _write_benches(tmp_path / "b", good=GOOD, fn=WITH_FUNCTION, plain=PLAIN)
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "good.json").write_text(
+        json.dumps(
+            {
+                "name": "good",
+                "quick": False,
+                "machine": {"date": "2026-01-02"},
+                "headline": {"speedup": 3.0},
+            }
+        )
+    )
+    (results / "bench_fn.json").write_text(
+        json.dumps({"name": "bench_fn", "quick": False, "rows": [{"n": 4, "s": 1.0}]})
+    )
+    (results / "plain_quick.json").write_text(json.dumps({"name": "plain_quick", "x": 1.0}))
+    outcomes = runner.outcomes_from_results(results_dir=results, bench_dir=folder)
+    by_name = {o["name"]: o for o in outcomes}
+    assert by_name["good"]["headline"] == {"speedup": 3.0}
+    assert by_name["good"]["finished"] == "2026-01-02"
+    assert by_name["fn"]["headline"] == {"s at n=4": 1.0}  # the module's headline()
+    assert by_name["plain"]["status"] == "missing"  # only a quick record exists
+    runner.write_summary(outcomes, results, quick=False)
+    summary = (results / "SUMMARY.md").read_text()
+    assert "| `good` | speedup | 3 |" in summary
+    assert "| `plain` | **MISSING** |" in summary
+    assert "`good` (good.json, 2026-01-02)" in summary
+
+
 def test_module_headline_function_and_in_process(tmp_path):
     folder = _write_benches(tmp_path / "b", fn=WITH_FUNCTION, broken=BROKEN)
     path = folder / "bench_fn.py"
