@@ -98,7 +98,7 @@ def test_train_sample_evaluate(tmp_path, capsys):
 def test_bad_arguments_exit_with_a_message(tmp_path, capsys):
     code = main(["demo", "--steps", "0", "--run-dir", str(tmp_path / "d"), "--quiet"])
     assert code == 2
-    assert "n_steps" in capsys.readouterr().err
+    assert "steps must be a positive integer" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         build_parser().parse_args(["sample", "--sampler", "rk45"])
     with pytest.raises(SystemExit, match="config.json"):

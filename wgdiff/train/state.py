@@ -21,6 +21,8 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from wgdiff._checks import check_positive_int
+
 DEFAULT_LEARNING_RATE = 1e-3
 
 
@@ -51,6 +53,8 @@ def default_optimizer(learning_rate: float = DEFAULT_LEARNING_RATE, decay_steps:
     """AdamW with gradient-norm clipping at 1; cosine decay to 5% over ``decay_steps`` if given."""
     if not float(learning_rate) > 0:
         raise ValueError(f"learning_rate must be positive, got {learning_rate!r}")
+    if decay_steps is not None:
+        decay_steps = check_positive_int(decay_steps, "decay_steps")
     schedule = (
         learning_rate
         if decay_steps is None
