@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# Paper reproductions (even --quick) take minutes of CPU: run with `pytest -m slow`.
+pytestmark = pytest.mark.slow
+
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
 

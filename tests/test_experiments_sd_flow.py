@@ -11,6 +11,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 
 import sd_flow_tables  # noqa: E402
 
+# Paper reproductions (even --quick) take minutes of CPU: run with `pytest -m slow`.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def quick_record(tmp_path_factory):

@@ -7,6 +7,11 @@ import json
 import math
 from pathlib import Path
 
+import pytest
+
+# Paper reproductions (even --quick) take minutes of CPU: run with `pytest -m slow`.
+pytestmark = pytest.mark.slow
+
 _PATH = Path(__file__).resolve().parents[1] / "experiments" / "wpo_kernel.py"
 _SPEC = importlib.util.spec_from_file_location("wpo_kernel", _PATH)
 wpo_kernel = importlib.util.module_from_spec(_SPEC)

@@ -57,17 +57,11 @@ def test_notebook_executes(path, tmp_path):
 
 
 def _readme_example() -> str:
-    """The README's composing example: the python block after the ``<!-- tested`` marker.
-
-    README.md once the draft is merged into it, docs/README_draft.md until then.
-    """
-    repo = NOTEBOOK_DIR.parent
-    for path in (repo / "README.md", repo / "docs" / "README_draft.md"):
-        text = path.read_text() if path.exists() else ""
-        if "<!-- tested" in text:
-            after = text.split("<!-- tested", 1)[1]
-            return after.split("```python\n", 1)[1].split("\n```", 1)[0]
-    raise AssertionError("no README block marked <!-- tested ... -->")
+    """The README's composing example: the python block after the ``<!-- tested`` marker."""
+    text = (NOTEBOOK_DIR.parent / "README.md").read_text()
+    assert "<!-- tested" in text, "no README block marked <!-- tested ... -->"
+    after = text.split("<!-- tested", 1)[1]
+    return after.split("```python\n", 1)[1].split("\n```", 1)[0]
 
 
 def test_readme_example_runs(tmp_path):

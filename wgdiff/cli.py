@@ -518,6 +518,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--n", type=int, default=2000, help="number of samples")
             p.add_argument("--out", default=None, help="output .npy (default: in run dir)")
         p.set_defaults(func=func)
+    from wgdiff.bench import add_parser as add_bench_parser
+
+    add_bench_parser(sub)
     return parser
 
 

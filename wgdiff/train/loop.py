@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from wgdiff._checks import check_finite, check_positive_int
 from wgdiff.train.checkpoint import (
