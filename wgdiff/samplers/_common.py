@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.tree_util import Partial
@@ -66,6 +67,30 @@ def time_grid(T, eps, n_steps, dtype):
 
 def full_time(t, x):
     return jnp.full((x.shape[0],), t, dtype=x.dtype)
+
+
+def reverse_time_scan(key, sde: SDE, shape, n_steps, eps, x_init, mean_step, noise_scale):
+    """The stochastic reverse-time loop shared by Euler-Maruyama and Predict-Project.
+
+    From the prior (or ``x_init``) at ``T`` down to ``eps`` on a uniform grid:
+    ``x <- mean_step(x, t, t_next, h) + noise_scale(t) sqrt(h) z``, except that the
+    last step returns the mean (noise at ``t = eps`` would only blur the samples).
+    """
+    init_key, noise_key = jax.random.split(key)
+    x = initial_state(init_key, sde, shape, x_init)
+    ts = time_grid(sde.T, eps, n_steps, x.dtype)
+    keys = jax.random.split(noise_key, n_steps)
+    last = jnp.arange(n_steps) == n_steps - 1
+
+    def step(x, inputs):
+        t, t_next, k, is_last = inputs
+        h = t - t_next
+        x_mean = mean_step(x, t, t_next, h)
+        noise = noise_scale(t) * jnp.sqrt(h) * jax.random.normal(k, x.shape, x.dtype)
+        return jnp.where(is_last, x_mean, x_mean + noise), None
+
+    x, _ = jax.lax.scan(step, x, (ts[:-1], ts[1:], keys, last))
+    return x
 
 
 def with_info(x, nfe: int, return_info: bool):

@@ -49,8 +49,7 @@ from wgdiff.samplers._common import (
     as_pytree_callable,
     check_sampler_args,
     full_time,
-    initial_state,
-    time_grid,
+    reverse_time_scan,
 )
 from wgdiff.sde import SDE
 
@@ -60,23 +59,12 @@ PAPER_DELTA_MU = {20: 1.0, 40: 0.4, 100: 0.1}
 
 @eqx.filter_jit
 def _predict_project(key, sde, score_fn, project_fn, shape, n_steps, delta_mu, eps, x_init):
-    init_key, noise_key = jax.random.split(key)
-    x = initial_state(init_key, sde, shape, x_init)
-    ts = time_grid(sde.T, eps, n_steps, x.dtype)
-    keys = jax.random.split(noise_key, n_steps)
-    last = jnp.arange(n_steps) == n_steps - 1
-
-    def step(x, inputs):
-        t, t_next, k, is_last = inputs
-        h = t - t_next
+    def mean_step(x, t, t_next, h):
         x_pred = predict_step(sde, score_fn, x, full_time(t, x), h)
         push = project_fn(x_pred, full_time(t_next, x), full_time(h, x))
-        x_proj = x_pred + jnp.sqrt(ghimire_beta(sde, t)) * delta_mu * h * push
-        noise = sde.diffusion(t) * jnp.sqrt(h) * jax.random.normal(k, x.shape, x.dtype)
-        return jnp.where(is_last, x_proj, x_proj + noise), None
+        return x_pred + jnp.sqrt(ghimire_beta(sde, t)) * delta_mu * h * push
 
-    x, _ = jax.lax.scan(step, x, (ts[:-1], ts[1:], keys, last))
-    return x
+    return reverse_time_scan(key, sde, shape, n_steps, eps, x_init, mean_step, sde.diffusion)
 
 
 def predict_project(

@@ -26,6 +26,7 @@ from wgdiff.samplers._common import (
     check_sampler_args,
     full_time,
     initial_state,
+    reverse_time_scan,
     time_grid,
     with_info,
 )
@@ -36,22 +37,12 @@ PF_METHODS = ("euler", "heun")
 
 @eqx.filter_jit
 def _euler_maruyama(key, sde, score_fn, shape, n_steps, alpha, eps, x_init):
-    init_key, noise_key = jax.random.split(key)
-    x = initial_state(init_key, sde, shape, x_init)
-    ts = time_grid(sde.T, eps, n_steps, x.dtype)
-    keys = jax.random.split(noise_key, n_steps)
-    last = jnp.arange(n_steps) == n_steps - 1
+    def mean_step(x, t, t_next, h):
+        return x - sde.reverse_drift(score_fn, x, full_time(t, x), alpha) * h
 
-    def step(x, inputs):
-        t, t_next, k, is_last = inputs
-        h = t - t_next
-        x_mean = x - sde.reverse_drift(score_fn, x, full_time(t, x), alpha) * h
-        noise = sde.reverse_diffusion(t, alpha) * jnp.sqrt(h) * jax.random.normal(k, x.shape)
-        # The last step returns the mean: noise at t = eps would only blur the samples.
-        return jnp.where(is_last, x_mean, x_mean + noise), None
-
-    x, _ = jax.lax.scan(step, x, (ts[:-1], ts[1:], keys, last))
-    return x
+    return reverse_time_scan(
+        key, sde, shape, n_steps, eps, x_init, mean_step, lambda t: sde.reverse_diffusion(t, alpha)
+    )
 
 
 def euler_maruyama(
