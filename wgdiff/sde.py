@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Callable
 
@@ -45,7 +46,7 @@ def broadcast_time(t, x):
     return t.reshape(t.shape + (1,) * (x.ndim - t.ndim))
 
 
-class SDE:
+class SDE(abc.ABC):
     """Base class: an SDE with affine drift ``f(x, t) = -a(t) x`` and diffusion ``g(t)``.
 
     Concrete classes implement ``drift_coeff(t)`` (the ``a`` above),
@@ -54,17 +55,17 @@ class SDE:
 
     T: float
 
-    # -- to implement -----------------------------------------------------
+    @abc.abstractmethod
     def drift_coeff(self, t):
-        raise NotImplementedError
+        """``a(t)`` in ``f(x, t) = -a(t) x``, same shape as ``t``."""
 
+    @abc.abstractmethod
     def diffusion(self, t):
         """g(t), same shape as ``t``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def marginal_coeffs(self, t):
         """``(m(t), s(t))`` with ``x_t | x0 ~ N(m x0, s^2 I)``."""
-        raise NotImplementedError
 
     def prior_std(self):
         """Standard deviation of the Gaussian prior used at ``t = T``."""
