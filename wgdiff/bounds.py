@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -41,9 +40,8 @@ import numpy as np
 import optax
 
 from wgdiff._checks import check_finite, check_ndim, check_positive_int, is_concrete
+from wgdiff._types import ScoreFn
 from wgdiff.sde import SDE, broadcast_time
-
-ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 # Pairs closer than this fraction of the point cloud's diameter are ignored: their
 # difference quotient is dominated by float cancellation, not by the field.

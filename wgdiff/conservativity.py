@@ -29,15 +29,14 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 
 from wgdiff._checks import check_finite, check_ndim, check_positive_int
+from wgdiff._types import ScoreFn
 from wgdiff.sde import SDE
 
-ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 ASYMMETRY_METHODS = ("exact", "projection")
 
 

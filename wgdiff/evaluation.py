@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -31,11 +31,11 @@ import numpy as np
 
 from wgdiff import bounds, conservativity
 from wgdiff._checks import check_finite, check_ndim, check_positive_int
+from wgdiff._types import ScoreFn
 from wgdiff.metrics import w2
 from wgdiff.samplers import euler_maruyama
 from wgdiff.sde import SDE
 
-ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 STARTS = ("prior", "forward_noised")
 EXACT_JACOBIAN_MAX_DIM = 256
 

@@ -24,15 +24,13 @@ from __future__ import annotations
 
 import abc
 import math
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 from flax import struct
 
 from wgdiff._checks import check_positive, check_shape_tuple, check_time
-
-ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
+from wgdiff._types import ScoreFn
 
 SCHEDULES = ("linear", "cosine", "sigmoid")
 _COSINE_OFFSET = 0.008

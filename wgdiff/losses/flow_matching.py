@@ -30,15 +30,12 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import jax
 import jax.numpy as jnp
 
 from wgdiff._checks import check_finite, check_ndim
+from wgdiff._types import VelocityFn
 from wgdiff.sde import SDE, broadcast_time
-
-VelocityFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
 def conditional_wgf_velocity(sde: SDE, xt, noise, t):

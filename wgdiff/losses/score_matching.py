@@ -22,9 +22,8 @@ import jax
 import jax.numpy as jnp
 
 from wgdiff._checks import check_ndim, check_positive_int
+from wgdiff._types import ScoreFn
 from wgdiff.sde import SDE, broadcast_time
-
-ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 # lambda(t) for each weighting; g^2 is the likelihood weighting (Song et al. 2021b, Kwon et al.).
 WEIGHTINGS: dict[str, Callable[[SDE, jax.Array], jax.Array]] = {
