@@ -16,7 +16,8 @@ The CPU "devices" are slices of the same 2 shared cores, so more devices add
 partitioning and all-reduce overhead and no speed-up: read the numbers as the
 cost of the data-parallel machinery, not as scaling.
 
-Run: ``nice -n 10 python -m benchmarks.bench_train`` (writes benchmarks/results/train.json).
+Run: ``nice -n 10 python -m benchmarks.bench_train`` (writes benchmarks/results/train.json;
+``--quick`` writes ``train_quick.json`` to the quick folder of ``benchmarks._common``).
 """
 
 from __future__ import annotations
@@ -75,19 +76,20 @@ def _setup(model_name: str, mesh, batch: int):
 
 
 def _steps_per_second(step, state, batch, n_steps: int, repeats: int):
-    import jax
+    """Steps/s from the median block of ``n_steps`` steps, and the block's full timing."""
+    from benchmarks._common import measure
 
-    state, _ = step(state, batch)  # compile
-    jax.block_until_ready(state)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+    holder = {"state": state}
+
+    def block():
+        state = holder["state"]
         for _ in range(n_steps):
             state, metrics = step(state, batch)
-        jax.block_until_ready((state, metrics))
-        times.append(time.perf_counter() - start)
-    times.sort()
-    return n_steps / times[len(times) // 2], state
+        holder["state"] = state
+        return state, metrics
+
+    timing = measure(block, repeats=repeats)
+    return n_steps / timing["wall_s"], timing
 
 
 def _is_out_of_memory(err: Exception) -> bool:
@@ -152,7 +154,7 @@ def worker(n_devices: int, quick: bool) -> dict:
     out = {"n_devices": n_devices, "models": {}}
     for name, spec in MODELS.items():
         step, state, data, n_params = _setup(name, mesh, spec["batch"])
-        rate, _ = _steps_per_second(
+        rate, timing = _steps_per_second(
             step, state, data, n_steps=5 if quick else 10, repeats=2 if quick else 3
         )
         del step, state, data
@@ -172,7 +174,9 @@ def worker(n_devices: int, quick: bool) -> dict:
             "n_params": int(n_params),
             "global_batch": spec["batch"],
             "steps_per_second": rate,
+            "cpu_seconds_per_step": timing["cpu_s"] / (5 if quick else 10),
             "examples_per_second": rate * spec["batch"],
+            "timing": timing,
             **search,
         }
     return out
@@ -201,13 +205,17 @@ def run(quick: bool = False) -> dict:
         name: {str(r["n_devices"]): r["models"][name]["steps_per_second"] for r in per_count}
         for name in MODELS
     }
+    import jax
+
+    accelerators = [str(d) for d in jax.devices() if d.platform != "cpu"]
     record = {
         "quick": quick,
         "what": "data-parallel train steps/s (DSM, AdamW, EMA) on a ('data',) mesh of N CPU "
         "devices that share the same cores; largest global batch by bounded doubling",
-        "note": "CPU devices here are slices of 2 shared cores (other jobs were running), so "
-        "more devices cannot be faster; the numbers show the data-parallel overhead. "
-        "No GPU was lent to this session, so there are no GPU rows.",
+        "note": f"CPU devices here are slices of {os.cpu_count()} cores, so more devices "
+        "cannot be faster; the numbers show the data-parallel overhead. Accelerators "
+        f"detected at run time: {', '.join(accelerators) or 'none'} (the rows are CPU only).",
+        "accelerators_detected": accelerators,
         "load_average_at_end": os.getloadavg(),
         "steps_per_second": table,
         "per_device_count": per_count,

@@ -8,18 +8,22 @@ its comparisons side by side and writes ``<results_dir>/<name>.json`` through
 2. runs them one after another, each in a fresh subprocess by default (a crash,
    a leaked ``jax.config`` setting or a memory spike stays in that process;
    ``--in-process`` runs them in this one), optionally under a time limit,
+   recording each one's wall and CPU time and the load average around it,
 3. records a failing or timed-out benchmark with its error instead of stopping,
-4. writes ``SUMMARY.json`` (every outcome with its headline numbers) and
+4. writes ``SUMMARY.json`` (every outcome with its headline numbers and targets) and
    ``SUMMARY.md`` (one markdown table, with the date and the machine) in the
-   results directory; quick runs write ``SUMMARY_quick.*`` so they never
-   overwrite the committed full-run summary. With ``--only`` the other
-   benchmarks' previous entries are kept, each with its own date.
+   results directory. With ``--only`` the other benchmarks' previous entries are
+   kept, each with its own date.
+
+The quick/full rule (see ``benchmarks._common``): a quick run writes its records and
+``SUMMARY_quick.*`` to a temporary folder by default and refuses a ``--results-dir``
+inside the committed ``benchmarks/results/``, so it can never overwrite a full record.
 
 Headline numbers of a record, first found wins:
 
 - ``record["headline"]``: a ``{label: value}`` dict the benchmark chose;
 - ``headline(record) -> dict``, a function in the benchmark module;
-- an extractor below in ``HEADLINES`` for benchmarks written before this runner;
+- an extractor below in ``HEADLINES`` for benchmarks not yet carrying their own;
 - otherwise the record's top-level numbers (then one level down), flattened.
 
 Run: ``python -m benchmarks [--quick] [--only NAME ...] [--timeout S]``.
@@ -33,6 +37,7 @@ import importlib
 import importlib.util
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -45,6 +50,27 @@ from pathlib import Path
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 DEFAULT_RESULTS_DIR = BENCH_DIR / "results"
+
+
+def default_results_dir(quick: bool) -> Path:
+    """``benchmarks/results`` for full runs, the quick folder of ``_common`` for quick ones."""
+    from benchmarks._common import quick_results_dir
+
+    return quick_results_dir() if quick else DEFAULT_RESULTS_DIR
+
+
+def resolve_results_dir(results_dir: Path | None, quick: bool) -> Path:
+    """The folder a run writes to; a quick run's may not be inside ``benchmarks/results``.
+
+    Raises:
+        ValueError: for a quick run whose ``results_dir`` is among the full records.
+    """
+    from benchmarks._common import check_quick_dir
+
+    folder = Path(results_dir) if results_dir is not None else default_results_dir(quick)
+    return check_quick_dir(folder) if quick else folder
+
+
 # Keys that describe a record rather than measure something.
 _DESCRIPTIVE_KEYS = {"name", "quick", "machine", "description", "note", "what", "headline"}
 _MAX_GENERIC_ENTRIES = 8
@@ -85,14 +111,17 @@ def _run_module(path: Path, quick: bool, results_dir: Path) -> dict:
     """Import the benchmark and call ``run(quick)`` with results going to ``results_dir``."""
     from benchmarks import _common
 
-    # write_result reads RESULTS_DIR at call time, so this redirects every benchmark.
-    _common.RESULTS_DIR = Path(results_dir)
+    # write_result reads these at call time, so this redirects every benchmark.
+    if quick:
+        _common.QUICK_RESULTS_DIR = _common.check_quick_dir(Path(results_dir))
+    else:
+        _common.RESULTS_DIR = Path(results_dir)
     module = _load_module(path)
     record = module.run(quick=quick)
     if not isinstance(record, dict):
         raise TypeError(f"{path.name}: run() returned {type(record).__name__}, expected dict")
     entries = headline(record, getattr(module, "headline", None), path.stem)
-    return {"record": record, "headline": entries}
+    return {"record": record, "headline": entries, "targets": record.get("targets", [])}
 
 
 def _tail(text: str, n_lines: int = _ERROR_TAIL_LINES) -> str:
@@ -173,8 +202,9 @@ def run_benchmark(
         ``{"name", "file", "status": "ok"|"failed"|"timeout", "seconds", "finished",
         "headline", "record" (ok) or "error" and "output_tail" (otherwise)}``.
     """
-    results_dir = Path(results_dir) if results_dir is not None else DEFAULT_RESULTS_DIR
-    start = time.perf_counter()
+    results_dir = resolve_results_dir(results_dir, quick)
+    load_before = os.getloadavg()
+    start, cpu_start = time.perf_counter(), _cpu_seconds()
     if isolate:
         payload = _run_subprocess(path, quick, results_dir, timeout, verbose)
     else:
@@ -191,6 +221,8 @@ def run_benchmark(
         "file": path.name,
         "quick": quick,
         "seconds": time.perf_counter() - start,
+        "cpu_seconds": _cpu_seconds() - cpu_start,
+        "load_average_before_after": [load_before[0], os.getloadavg()[0]],
         "finished": _now(),
         "headline": payload.get("headline", {}),
         **{k: v for k, v in payload.items() if k != "headline"},
@@ -209,7 +241,7 @@ def run_all(
     log: Callable[[str], None] = print,
 ) -> list[dict]:
     """Run the benchmarks one after another, write the summary, return every outcome."""
-    results_dir = Path(results_dir) if results_dir is not None else DEFAULT_RESULTS_DIR
+    results_dir = resolve_results_dir(results_dir, quick)
     results_dir.mkdir(parents=True, exist_ok=True)
     paths = discover(only, bench_dir)
     outcomes = []
@@ -245,7 +277,7 @@ def outcomes_from_results(
     (or the suffix) must match ``quick``. Each outcome carries the record's own date.
     Benchmarks without a record are reported as ``"missing"``.
     """
-    results_dir = Path(results_dir) if results_dir is not None else DEFAULT_RESULTS_DIR
+    results_dir = Path(results_dir) if results_dir is not None else default_results_dir(quick)
     paths = discover(only, bench_dir)
     records = {}
     for path in sorted(results_dir.glob("*.json")):
@@ -279,6 +311,7 @@ def outcomes_from_results(
                 "status": "ok",
                 "finished": record.get("machine", {}).get("date", "unknown"),
                 "headline": headline(record, module_headline, path.stem),
+                "targets": record.get("targets", []),
                 "source": record_path.name,
             }
         )
@@ -323,21 +356,16 @@ def headline(record: dict, module_headline: Callable | None = None, module: str 
     return generic_headline(record)
 
 
+def record_headline(record: dict, bench_dir: Path | None = None) -> dict:
+    """The headline of a record read from disk, using its benchmark module's ``headline``."""
+    short = str(record.get("name", "")).removesuffix("_quick").removeprefix("bench_")
+    path = (Path(bench_dir) if bench_dir is not None else BENCH_DIR) / f"bench_{short}.py"
+    module_headline = getattr(_load_module(path), "headline", None) if path.is_file() else None
+    return headline(record, module_headline, path.stem)
+
+
 def _pair(*values, digits: int = 3) -> str:
     return " / ".join(_format(v, digits) for v in values)
-
-
-def _core(r: dict) -> dict:
-    so, dx, tr = r["sampler_overhead"], r["diffrax_vs_scan"], r["train"]
-    return {
-        f"Euler-Maruyama time / ({so['n_steps']} x net forward), batch {so['batch']}": so[
-            "em_overhead_ratio"
-        ],
-        "probability-flow Euler time / (N x net forward)": so["pf_overhead_ratio"],
-        f"diffrax Euler / scan Euler time at equal NFE = {dx['nfe']}": dx["diffrax_over_scan"],
-        "diffrax vs scan samples, max abs difference": dx["max_abs_difference"],
-        f"DSM train steps/s (ScoreMLP, batch {tr['batch']})": tr["steps_per_second"],
-    }
 
 
 def _w2(r: dict) -> dict:
@@ -390,26 +418,6 @@ def _wpo(r: dict) -> dict:
     return out
 
 
-def _predict_project(r: dict) -> dict:
-    out = {}
-    for case, row in r["sampler_step"].items():
-        out[f"Predict-Project / Euler-Maruyama time per step ({case})"] = row["pp_over_em"]
-    for row in r["unet_training"]:
-        shape = "x".join(str(s) for s in row["image_shape"])
-        out[f"UNet DSM training images/s ({shape}, batch {row['batch']})"] = row[
-            "images_per_second"
-        ]
-    return out
-
-
-def _train(r: dict) -> dict:
-    return {
-        f"{model} data-parallel steps/s on {n} CPU device(s)": value
-        for model, per_n in r["steps_per_second"].items()
-        for n, value in per_n.items()
-    }
-
-
 def _bounds(r: dict) -> dict:
     out = {}
     for row in r["jacobian_asymmetry"]:
@@ -423,12 +431,9 @@ def _bounds(r: dict) -> dict:
 
 # Extractors for the benchmarks that predate the ``headline`` convention.
 HEADLINES: dict[str, Callable[[dict], dict]] = {
-    "core": _core,
     "w2": _w2,
     "sdflow": _sdflow,
     "wpo": _wpo,
-    "predict_project": _predict_project,
-    "train": _train,
     "bounds": _bounds,
 }
 
@@ -450,6 +455,15 @@ def _format(value, digits: int = 3) -> str:
 
 def _md_cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children (each benchmark's subprocess)."""
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _now() -> str:
@@ -492,14 +506,23 @@ def render_summary(outcomes: list[dict], machine: dict, *, quick: bool) -> str:
         for label, value in entries.items():
             lines.append(f"| {name} | {_md_cell(label)} | {_md_cell(_format(value))} |")
             name = ""
+        for goal in outcome.get("targets") or []:
+            bound = f"<= {goal['at_most']:g}" if "at_most" in goal else f">= {goal['at_least']:g}"
+            verdict = "met" if goal["met"] else "**MISSED**"
+            lines.append(
+                f"| {name} | target: {_md_cell(goal['label'])} {bound} | "
+                f"{_format(goal['value'])} ({verdict}) |"
+            )
+            name = ""
     lines += [
         "",
     ]
     timed = [o for o in outcomes if o.get("seconds") is not None]
     if timed:
         lines.append(
-            "Wall time per benchmark (this runner, including imports and compilation): "
-            + ", ".join(f"`{o['name']}` {o['seconds']:.0f} s" for o in timed)
+            "Wall / CPU time per benchmark and 1-min load average before -> after "
+            "(this runner, including imports and compilation): "
+            + ", ".join(_time_cell(o) for o in timed)
             + "."
         )
     read = [o for o in outcomes if o.get("source")]
@@ -511,6 +534,16 @@ def render_summary(outcomes: list[dict], machine: dict, *, quick: bool) -> str:
         )
     lines.append("")
     return "\n".join(lines)
+
+
+def _time_cell(outcome: dict) -> str:
+    text = f"`{outcome['name']}` {outcome['seconds']:.0f} s"
+    if outcome.get("cpu_seconds") is not None:
+        text += f" / {outcome['cpu_seconds']:.0f} s CPU"
+    load = outcome.get("load_average_before_after")
+    if load:
+        text += f" (load {load[0]:.1f} -> {load[1]:.1f})"
+    return text
 
 
 def write_summary(
@@ -551,8 +584,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument(
         "--results-dir",
         type=Path,
-        default=DEFAULT_RESULTS_DIR,
-        help="where the JSON records and SUMMARY.md go",
+        default=None,
+        help="where the JSON records and SUMMARY.md go (default: benchmarks/results for "
+        "full runs, a temporary folder for --quick, which may not write into benchmarks/results)",
     )
     parser.add_argument(
         "--timeout", type=float, default=None, help="time limit per benchmark in seconds"
@@ -578,18 +612,17 @@ def run_from_args(args: argparse.Namespace) -> int:
             for path in discover():
                 print(path.stem.removeprefix("bench_"))
             return 0
+        results_dir = resolve_results_dir(args.results_dir, args.quick)
         if args.from_results:
-            outcomes = outcomes_from_results(
-                args.only, quick=args.quick, results_dir=args.results_dir
-            )
-            write_summary(outcomes, Path(args.results_dir), quick=args.quick, merge=False)
+            outcomes = outcomes_from_results(args.only, quick=args.quick, results_dir=results_dir)
+            write_summary(outcomes, results_dir, quick=args.quick, merge=False)
             stem = "SUMMARY_quick" if args.quick else "SUMMARY"
-            print(f"[bench] summary: {Path(args.results_dir) / (stem + '.md')}")
+            print(f"[bench] summary: {results_dir / (stem + '.md')}")
             return 0 if all(o["status"] == "ok" for o in outcomes) else 1
         outcomes = run_all(
             args.only,
             quick=args.quick,
-            results_dir=args.results_dir,
+            results_dir=results_dir,
             isolate=not args.in_process,
             timeout=args.timeout,
             verbose=args.verbose,
@@ -598,7 +631,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     stem = "SUMMARY_quick" if args.quick else "SUMMARY"
-    print(f"[bench] summary: {Path(args.results_dir) / (stem + '.md')}")
+    print(f"[bench] summary: {results_dir / (stem + '.md')}")
     return 0 if all(o["status"] == "ok" for o in outcomes) else 1
 
 
@@ -608,7 +641,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker is not None:
-        return _worker(args.worker, args.quick, args.results_dir, args.worker_out)
+        results_dir = resolve_results_dir(args.results_dir, args.quick)
+        return _worker(args.worker, args.quick, results_dir, args.worker_out)
     return run_from_args(args)
 
 

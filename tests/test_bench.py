@@ -1,27 +1,30 @@
-"""The benchmark runner: discovery, isolation, failures recorded, headlines, SUMMARY.md.
+"""The benchmark runner and record helper: discovery, isolation, failures recorded,
+headlines, SUMMARY.md, the quick/full rule, timings with CPU time and history.
 
 The runner's mechanics are checked on small synthetic benchmarks written to a temporary
 folder (fast: each runs in its own interpreter, as real ones do); one real benchmark runs
-in quick mode through ``python -m benchmarks``; the whole quick suite is a slow test.
-Nothing is timed here: the runner's numbers are measurements, not test conditions.
+in quick mode through ``python -m benchmarks``; the whole quick suite is a slow test that
+also checks that ``benchmarks/results/`` is left as it was. Nothing is timed here: the
+runner's numbers are measurements, not test conditions.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-# benchmarks/ is a package of the checkout, not of the installed wgdiff.
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from benchmarks import _common, runner
 
-from benchmarks import runner  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
+FULL = REPO / "benchmarks" / "results"
 
 GOOD = """
 from benchmarks._common import write_result
@@ -212,14 +215,14 @@ def test_format_numbers():
     assert runner._format(True) == "True"
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "benchmarks" / "results").glob("*.json")))
+@pytest.mark.parametrize("path", sorted(FULL.glob("*.json")), ids=lambda p: p.name)
 def test_committed_results_have_headlines(path):
     """Committed records (full runs) give a non-empty table of numbers in SUMMARY.md."""
     record = json.loads(path.read_text())
     if path.stem.startswith("SUMMARY"):
         assert record["outcomes"], "empty summary"
         return
-    entries = runner.headline(record, module=record["name"].removesuffix("_quick"))
+    entries = runner.record_headline(record)
     assert entries, f"{path.name}: no headline numbers"
     for label, value in entries.items():
         assert isinstance(label, str) and isinstance(value, int | float | str), (label, value)
@@ -242,19 +245,160 @@ def test_quick_real_benchmark_through_cli(tmp_path):
     assert "| `bounds` | Jacobian asymmetry s, exact / projection (d=8) |" in summary
 
 
-def test_wgdiff_bench_command(capsys):
-    """``wgdiff bench`` is the same runner behind the console script."""
+def test_wgdiff_bench_command(capfd):
+    """``wgdiff bench`` runs the checkout's runner (a child process; sys.path untouched)."""
     from wgdiff.cli import main
 
+    before = list(sys.path)
     assert main(["bench", "--list"]) == 0
-    listed = capsys.readouterr().out.split()
+    listed = capfd.readouterr().out.split()
     assert {"w2", "core", "sdflow"} <= set(listed)
+    assert sys.path == before
+
+
+def test_wgdiff_bench_without_checkout(monkeypatch, capsys):
+    """From an installed wheel (no benchmarks/ next to the package) it says what it needs."""
+    from wgdiff import bench
+
+    monkeypatch.setattr(bench, "_REPO", Path("/nonexistent/site-packages"))
+    assert bench.main(["--list"]) == 2
+    err = capsys.readouterr().err
+    assert "needs a source checkout" in err and "pip install -e ." in err
+
+
+# -- the quick/full rule and the record helper --------------------------------------------
+def test_quick_record_never_lands_among_full_records(tmp_path, monkeypatch):
+    monkeypatch.setattr(_common, "QUICK_RESULTS_DIR", None)
+    monkeypatch.setenv("WGDIFF_BENCH_QUICK_DIR", str(tmp_path / "quick"))
+    # A benchmark that names its record "train" in both modes (the old bench_train bug).
+    path = _common.write_result("train", {"quick": True, "x": 1.0})
+    assert path == tmp_path / "quick" / "train_quick.json"
+    assert json.loads(path.read_text())["quick"] is True
+    for folder in (FULL, FULL / "sub"):
+        with pytest.raises(ValueError, match="quick run may not write into the committed"):
+            _common.write_result("train", {"quick": True}, folder)
+        with pytest.raises(ValueError, match="quick run may not write"):
+            runner.resolve_results_dir(folder, quick=True)
+    with pytest.raises(ValueError, match="must say whether it is a quick run"):
+        _common.write_result("train", {"x": 1.0}, tmp_path)
+    with pytest.raises(ValueError, match="disagrees"):
+        _common.write_result("train", {"quick": False}, tmp_path, quick=True)
+    with pytest.raises(ValueError, match="named like a quick one"):
+        _common.write_result("train_quick", {"quick": False}, tmp_path)
+    assert runner.resolve_results_dir(None, quick=True) == tmp_path / "quick"
+    assert runner.resolve_results_dir(None, quick=False) == FULL
+
+
+def test_cli_refuses_quick_into_full_results():
+    """``python -m benchmarks --quick --results-dir benchmarks/results`` stops before running."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--only", "core"]
+        + ["--results-dir", "benchmarks/results"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "quick run may not write into the committed" in proc.stderr
+
+
+def test_full_record_machine_targets_and_history(tmp_path):
+    goal = _common.target("overhead ratio", 1.51, at_most=1.15)
+    assert goal == {"label": "overhead ratio", "value": 1.51, "at_most": 1.15, "met": False}
+    assert _common.target("speed", 3.0, at_least=2.0)["met"] is True
+    with pytest.raises(ValueError, match="exactly one"):
+        _common.target("x", 1.0)
+    first = _common.write_result("core", {"quick": False, "targets": [goal]}, tmp_path)
+    passed = _common.target("overhead ratio", 0.97, at_most=1.15)
+    _common.write_result("core", {"quick": False, "targets": [passed]}, tmp_path)
+    latest = json.loads(first.read_text())
+    assert latest["targets_met"] is True
+    machine = latest["machine"]
+    import jax
+
+    assert machine["devices"] == [str(d) for d in jax.devices()]  # detected, not typed
+    assert len(machine["load_average_1_5_15"]) == 3
+    assert machine["process_cpu_s"] > 0 and machine["process_wall_s"] > 0
+    assert machine["date"].startswith(time.strftime("%Y", time.gmtime()))
+    # The failing run is kept, with its date, after the passing one replaced it.
+    history = [json.loads(line) for line in (tmp_path / "history" / "core.jsonl").open()]
+    assert [h["targets_met"] for h in history] == [False, True]
+    assert all(h["machine"]["date"] for h in history)
+
+
+def test_measure_keeps_cpu_compile_and_spread():
+    import jax
+    import jax.numpy as jnp
+
+    fn = jax.jit(lambda x: jnp.sin(x) @ jnp.cos(x).T)
+    x = jnp.ones((64, 64))
+    m = _common.measure(fn, x, repeats=4)
+    assert m["repeats"] == 4 and len(m["wall"]["all"]) == 4 and len(m["cpu"]["all"]) == 4
+    assert m["wall"]["min"] <= m["wall_s"] <= m["wall"]["max"]
+    assert m["cpu"]["min"] <= m["cpu_s"] <= m["cpu"]["max"]
+    # The first call compiles (tracing + XLA); it is kept out of the steady repeats.
+    assert m["first_call_wall_s"] > m["wall"]["max"]
+    assert m["compile_wall_s"] == pytest.approx(m["first_call_wall_s"] - m["wall_s"])
+    with pytest.raises(ValueError, match="repeats"):
+        _common.measure(fn, x, repeats=0)
+
+
+def test_summary_shows_targets_and_cpu(tmp_path):
+    source = """
+from benchmarks._common import target, write_result
+
+def run(quick=False):
+    record = {"quick": quick, "headline": {"ratio": 1.51},
+              "targets": [target("ratio", 1.51, at_most=1.15)]}
+    write_result("goal", record)
+    return record
+"""
+    folder = _write_benches(tmp_path / "b", goal=source)
+    outcomes = runner.run_all(
+        quick=True, results_dir=tmp_path / "r", bench_dir=folder, log=lambda s: None
+    )
+    assert outcomes[0]["cpu_seconds"] > 0
+    summary = (tmp_path / "r" / "SUMMARY_quick.md").read_text()
+    assert "|  | target: ratio <= 1.15 | 1.51 (**MISSED**) |" in summary
+    assert "s CPU (load " in summary
+
+
+def _snapshot(folder: Path) -> tuple[str, dict]:
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--ignored", "--", str(folder)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    ).stdout
+    digests = {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+    return status, digests
 
 
 @pytest.mark.slow
 def test_full_quick_suite(tmp_path):
-    """``wgdiff bench --quick``: every benchmark in quick mode runs without failing."""
-    outcomes = runner.run_all(quick=True, results_dir=tmp_path, log=print)
-    failed = {o["name"]: o.get("error") for o in outcomes if o["status"] != "ok"}
-    assert not failed, failed
-    assert all(o["headline"] for o in outcomes)
+    """``wgdiff bench --quick``: every benchmark runs, and benchmarks/results/ is untouched.
+
+    ``git status --porcelain benchmarks/results/`` (ignored files included) and every
+    file's content are the same before and after; the quick records are in the quick folder.
+    """
+    before = _snapshot(FULL)
+    env = {**os.environ, "WGDIFF_BENCH_QUICK_DIR": str(tmp_path)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "wgdiff.cli", "bench", "--quick"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3000,
+    )
+    assert _snapshot(FULL) == before
+    summary = json.loads((tmp_path / "SUMMARY_quick.json").read_text())
+    failed = {o["name"]: o.get("error") for o in summary["outcomes"] if o["status"] != "ok"}
+    assert proc.returncode == 0 and not failed, (failed, proc.stdout[-3000:])
+    assert all(o["headline"] for o in summary["outcomes"])
+    assert {p.stem for p in tmp_path.glob("*_quick.json")} >= {"core_quick", "train_quick"}
