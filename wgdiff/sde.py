@@ -137,8 +137,44 @@ class SDE(abc.ABC):
         return self.reverse_drift(score_fn, x, t, alpha=0.0)
 
     def score_from_noise(self, noise_pred, t, x):
-        """Score ``-eps / s(t)`` from a noise prediction ``eps``."""
-        return -noise_pred / broadcast_time(self.marginal_coeffs(jnp.asarray(t))[1], x)
+        """Score ``-eps / s(t)`` from a noise prediction ``eps``.
+
+        The same conversion as ``ScoreModel.from_noise(...).score`` (both use
+        ``wgdiff.nets.parameterization.convert``).
+        """
+        from wgdiff.nets.parameterization import convert
+
+        return convert(self, "noise", "score", noise_pred, x, jnp.asarray(t, x.dtype))
+
+    # -- log-SNR parameterization (solvers and time grids) -----------------------
+    def marginal_coeffs_derivative(self, t):
+        """``(m'(t), s'(t))``, by forward-mode autodiff of ``marginal_coeffs``."""
+        t = jnp.asarray(t, dtype=jnp.result_type(float))
+        return jax.jvp(self.marginal_coeffs, (t,), (jnp.ones_like(t),))[1]
+
+    def log_snr(self, t):
+        """``lambda(t) = log(m(t) / s(t))``, strictly decreasing in ``t`` (Lu et al. 2022 eq. 3)."""
+        m, s = self.marginal_coeffs(jnp.asarray(t, dtype=jnp.result_type(float)))
+        return jnp.log(m) - jnp.log(s)
+
+    def time_at_log_snr(self, lam):
+        """Inverse of :meth:`log_snr`: the ``t`` in ``[0, T]`` with ``lambda(t) = lam``.
+
+        Generic version: 64 bisection steps on ``[0, T]`` (traceable; subclasses
+        with a closed form override it). Values outside the SDE's log-SNR range
+        clip to the end points.
+        """
+        lam = jnp.asarray(lam, dtype=jnp.result_type(float))
+        lo, hi = jnp.zeros_like(lam), jnp.full_like(lam, self.T)
+
+        def body(_, bounds):
+            lo, hi = bounds
+            mid = 0.5 * (lo + hi)
+            right = self.log_snr(mid) > lam
+            return jnp.where(right, mid, lo), jnp.where(right, hi, mid)
+
+        lo, hi = jax.lax.fori_loop(0, 64, body, (lo, hi))
+        return 0.5 * (lo + hi)
 
 
 def _validate_common(T):
@@ -225,6 +261,49 @@ class VPSDE(SDE):
         B = self.integrated_beta(jnp.asarray(t))
         return jnp.exp(-0.5 * B), jnp.sqrt(-jnp.expm1(-B))
 
+    def _time_at_integrated_beta(self, B):
+        """Closed-form inverse of ``B(t)`` for the linear schedule (root of a quadratic)."""
+        b0, db = self.beta_min, self.beta_max - self.beta_min
+        t = 2.0 * B / (b0 + jnp.sqrt(b0**2 + 2.0 * db * B / self.T))
+        return jnp.clip(t, 0.0, self.T)
+
+    def time_at_log_snr(self, lam):
+        """Inverse log-SNR; closed form for the linear schedule (Lu et al. 2022 app. D.4).
+
+        ``lambda = -log(e^B - 1) / 2``, so ``B = softplus(-2 lambda)``.
+        """
+        if self.schedule != "linear":
+            return super().time_at_log_snr(lam)
+        lam = jnp.asarray(lam, dtype=jnp.result_type(float))
+        return self._time_at_integrated_beta(jax.nn.softplus(-2.0 * lam))
+
+
+@struct.dataclass
+class SubVPSDE(VPSDE):
+    """Sub-VP SDE ``dx = -beta/2 x dt + sqrt(beta (1 - e^{-2B})) dW`` (Song et al. 2021 eq. 11).
+
+    Same drift and schedules as :class:`VPSDE`; the marginal is
+    ``N(e^{-B/2} x0, (1 - e^{-B})^2 I)``, whose variance stays below the VP one
+    at every ``t``. The prior is ``N(0, I)`` as in score_sde.
+    """
+
+    def diffusion(self, t):
+        t = jnp.asarray(t)
+        return jnp.sqrt(self.beta(t) * -jnp.expm1(-2.0 * self.integrated_beta(t)))
+
+    def marginal_coeffs(self, t):
+        B = self.integrated_beta(jnp.asarray(t))
+        return jnp.exp(-0.5 * B), -jnp.expm1(-B)
+
+    def time_at_log_snr(self, lam):
+        """Closed form (linear schedule): ``u = e^{-B/2}`` solves ``u / (1 - u^2) = e^lam``."""
+        if self.schedule != "linear":
+            return SDE.time_at_log_snr(self, lam)
+        lam = jnp.asarray(lam, dtype=jnp.result_type(float))
+        e = jnp.exp(lam)
+        u = 2.0 * e / (1.0 + jnp.sqrt(1.0 + 4.0 * e**2))
+        return self._time_at_integrated_beta(-2.0 * jnp.log(u))
+
 
 @struct.dataclass
 class VESDE(SDE):
@@ -258,6 +337,16 @@ class VESDE(SDE):
         # Clipped: at t = 0 rounding can make the difference slightly negative.
         return jnp.ones_like(t), jnp.sqrt(jnp.maximum(self.sigma(t) ** 2 - self.sigma_min**2, 0.0))
 
+    def time_at_log_snr(self, lam):
+        """Closed form: ``e^{-2 lam} = s^2 = sigma_min^2 (r^{2t/T} - 1)``, ``r = max/min``.
+
+        (See the class docstring for ``sigma(t)``.)
+        """
+        lam = jnp.asarray(lam, dtype=jnp.result_type(float))
+        ratio = jnp.exp(-2.0 * lam) / self.sigma_min**2
+        t = self.T * jnp.log1p(ratio) / (2.0 * jnp.log(self.sigma_max / self.sigma_min))
+        return jnp.clip(t, 0.0, self.T)
+
 
 @struct.dataclass
 class BrownianSDE(SDE):
@@ -284,11 +373,55 @@ class BrownianSDE(SDE):
         t = jnp.asarray(t, dtype=float)
         return jnp.ones_like(t), self.beta * jnp.sqrt(t)
 
+    def time_at_log_snr(self, lam):
+        """Closed form: ``s^2 = beta^2 t = e^{-2 lam}``."""
+        lam = jnp.asarray(lam, dtype=jnp.result_type(float))
+        return jnp.clip(jnp.exp(-2.0 * lam) / self.beta**2, 0.0, self.T)
+
+
+@struct.dataclass
+class RectifiedFlowSDE(SDE):
+    """The straight (rectified-flow / conditional-OT) path ``x_t = (1 - t/T) x0 + (t/T) z``.
+
+    The marginal-matching process with affine drift behind flow matching's
+    linear path (data at ``t = 0``, ``N(0, I)`` at ``t = T``): ``m = 1 - t/T``,
+    ``s = t/T``, ``f = -x / (T - t)``, ``g^2 = 2 t / (T (T - t))``. Drift and
+    diffusion blow up at ``t = T``; the deterministic solvers only need ``m, s``
+    and a velocity model (``ScoreModel.from_velocity``), so they run on the whole
+    of ``(0, T]``. Stochastic solvers need a grid that starts below ``T``.
+    """
+
+    T: float = struct.field(pytree_node=False, default=1.0)
+
+    def __post_init__(self):
+        _validate_common(self.T)
+
+    def drift_coeff(self, t):
+        return 1.0 / (self.T - jnp.asarray(t))
+
+    def diffusion(self, t):
+        t = jnp.asarray(t)
+        return jnp.sqrt(2.0 * t / (self.T * (self.T - t)))
+
+    def marginal_coeffs(self, t):
+        u = jnp.asarray(t) / self.T
+        return 1.0 - u, u
+
+    def prior_std(self):
+        return jnp.asarray(1.0)
+
+    def time_at_log_snr(self, lam):
+        """Closed form: ``(1 - u) / u = e^lam``, ``u = sigmoid(-lam)``."""
+        lam = jnp.asarray(lam, dtype=jnp.result_type(float))
+        return self.T * jax.nn.sigmoid(-lam)
+
 
 __all__ = [
     "SDE",
     "SCHEDULES",
     "BrownianSDE",
+    "RectifiedFlowSDE",
+    "SubVPSDE",
     "VESDE",
     "VPSDE",
     "broadcast_time",

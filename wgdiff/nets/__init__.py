@@ -4,7 +4,7 @@ generators and discriminators, and output parameterizations."""
 from wgdiff.nets.cholesky import CholeskyMLP, fill_lower_triangular
 from wgdiff.nets.generator import DiscriminatorMLP, GeneratorMLP, LinearGenerator
 from wgdiff.nets.mlp import MLP, PotentialMLP, ScalarMLP, ScoreMLP, SinusoidalEmbedding
-from wgdiff.nets.parameterization import std_scaled_apply
+from wgdiff.nets.parameterization import ScoreModel, std_scaled_apply
 from wgdiff.nets.unet import AttentionBlock, ResBlock, UNet, sinusoidal_embedding
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "ResBlock",
     "ScalarMLP",
     "ScoreMLP",
+    "ScoreModel",
     "SinusoidalEmbedding",
     "UNet",
     "fill_lower_triangular",

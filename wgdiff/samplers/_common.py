@@ -1,15 +1,11 @@
-"""Validation and jit plumbing shared by the samplers."""
+"""Validation and jit plumbing shared by the sampler wrappers."""
 
 from __future__ import annotations
 
-import functools
-
-import jax
-import jax.numpy as jnp
 import numpy as np
-from jax.tree_util import Partial
 
 from wgdiff._checks import check_finite, check_positive_int, check_shape_tuple
+from wgdiff.nets.parameterization import pytree_callable
 from wgdiff.sde import SDE
 
 
@@ -20,11 +16,7 @@ def as_pytree_callable(fn):
     jitted samplers trace them instead of baking them in as constants, and a new
     partial with same-shaped parameters reuses the compiled program.
     """
-    if not callable(fn):
-        raise TypeError(f"score_fn must be callable (x, t) -> like x, got {type(fn).__name__}")
-    if isinstance(fn, functools.partial) and not isinstance(fn, Partial):
-        return Partial(as_pytree_callable(fn.func), *fn.args, **fn.keywords)
-    return fn
+    return pytree_callable(fn, "score_fn")
 
 
 def check_sampler_args(sde: SDE, shape, n_steps, eps, x_init):
@@ -53,56 +45,8 @@ def check_alpha(alpha):
         )
 
 
-def initial_state(key, sde: SDE, shape, x_init):
-    """Prior draw, or the user's starting points (e.g. forward-noised data)."""
-    if x_init is None:
-        return sde.prior_sample(key, shape)
-    return jnp.asarray(x_init, dtype=jnp.result_type(float))
-
-
-def time_grid(T, eps, n_steps, dtype):
-    """``n_steps + 1`` uniformly spaced times from ``T`` down to ``eps``."""
-    return jnp.linspace(T, eps, n_steps + 1, dtype=dtype)
-
-
-def full_time(t, x):
-    return jnp.full((x.shape[0],), t, dtype=x.dtype)
-
-
-def reverse_time_scan(key, sde: SDE, shape, n_steps, eps, x_init, mean_step, noise_scale):
-    """The stochastic reverse-time loop shared by Euler-Maruyama and Predict-Project.
-
-    From the prior (or ``x_init``) at ``T`` down to ``eps`` on a uniform grid:
-    ``x <- mean_step(x, t, t_next, h) + noise_scale(t) sqrt(h) z``, except that the
-    last step returns the mean (noise at ``t = eps`` would only blur the samples).
-    """
-    init_key, noise_key = jax.random.split(key)
-    x = initial_state(init_key, sde, shape, x_init)
-    ts = time_grid(sde.T, eps, n_steps, x.dtype)
-    keys = jax.random.split(noise_key, n_steps)
-    last = jnp.arange(n_steps) == n_steps - 1
-
-    def step(x, inputs):
-        t, t_next, k, is_last = inputs
-        h = t - t_next
-        x_mean = mean_step(x, t, t_next, h)
-        noise = noise_scale(t) * jnp.sqrt(h) * jax.random.normal(k, x.shape, x.dtype)
-        return jnp.where(is_last, x_mean, x_mean + noise), None
-
-    x, _ = jax.lax.scan(step, x, (ts[:-1], ts[1:], keys, last))
-    return x
-
-
 def with_info(x, nfe: int, return_info: bool):
     return (x, {"nfe": int(nfe)}) if return_info else x
 
 
-__all__ = [
-    "as_pytree_callable",
-    "check_alpha",
-    "check_sampler_args",
-    "full_time",
-    "initial_state",
-    "time_grid",
-    "with_info",
-]
+__all__ = ["as_pytree_callable", "check_alpha", "check_sampler_args", "with_info"]

@@ -34,7 +34,8 @@ from jax.tree_util import Partial
 
 from wgdiff._checks import check_finite, check_positive_int
 from wgdiff.losses.score_matching import DIVERGENCES
-from wgdiff.samplers._common import as_pytree_callable, check_sampler_args, initial_state
+from wgdiff.samplers._common import as_pytree_callable, check_sampler_args
+from wgdiff.samplers.base import initial_state
 from wgdiff.sde import SDE
 
 KINDS = ("ode", "sde")

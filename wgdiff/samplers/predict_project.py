@@ -39,32 +39,58 @@ Example (exact score of N(0, I); with delta_mu = 0 this is Euler-Maruyama):
 
 from __future__ import annotations
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
+from flax import struct
 
 from wgdiff._checks import check_positive_int
 from wgdiff.losses.projection import ghimire_beta, predict_step, projection_terms
-from wgdiff.samplers._common import (
-    as_pytree_callable,
-    check_sampler_args,
-    full_time,
-    reverse_time_scan,
-)
+from wgdiff.samplers._common import as_pytree_callable, check_sampler_args
+from wgdiff.samplers.base import Solver, full_time, sample
+from wgdiff.samplers.grids import UniformGrid
 from wgdiff.sde import SDE
 
 #: Ghimire et al. app. B.1, hand-tuned on CelebA/LSUN/SVHN.
 PAPER_DELTA_MU = {20: 1.0, 40: 0.4, 100: 0.1}
 
 
-@eqx.filter_jit
-def _predict_project(key, sde, score_fn, project_fn, shape, n_steps, delta_mu, eps, x_init):
-    def mean_step(x, t, t_next, h):
-        x_pred = predict_step(sde, score_fn, x, full_time(t, x), h)
-        push = project_fn(x_pred, full_time(t_next, x), full_time(h, x))
-        return x_pred + jnp.sqrt(ghimire_beta(sde, t)) * delta_mu * h * push
+@struct.dataclass
+class PredictProject(Solver):
+    """Ghimire et al. Alg. 1 as a solver: predict (eq. 29), project (eq. 36), add noise (line 7).
 
-    return reverse_time_scan(key, sde, shape, n_steps, eps, x_init, mean_step, sde.diffusion)
+    See the module docstring for the step. On a non-uniform grid ``h = t - t_next``
+    is the step's own length (the projection net receives it). Weak order 1,
+    one score and one projection evaluation per step.
+
+    Attributes:
+        project_fn: ``(y (n, *event), t' (n,), h (n,)) -> (n, *event)``.
+        delta_mu: projection step factor ``>= 0`` (a traced leaf: sweeping it
+            reuses one compiled program when given as an array).
+    """
+
+    project_fn: object
+    delta_mu: float | jnp.ndarray = 0.0
+    order = 1
+    nfe_per_step = 1
+    stochastic = True
+
+    def __post_init__(self):
+        if not callable(self.project_fn):
+            raise TypeError("project_fn must be callable (y, t, h) -> like y")
+        if isinstance(self.delta_mu, (int, float)) and not float(self.delta_mu) >= 0.0:
+            raise ValueError(f"delta_mu must be >= 0, got {self.delta_mu!r}")
+
+    def step(self, model, x, state, step):
+        sde = model.sde
+        h = step.t - step.t_next
+        x_pred = predict_step(sde, model.score, x, full_time(step.t, x), h)
+        push = self.project_fn(x_pred, full_time(step.t_next, x), full_time(h, x))
+        mean = x_pred + jnp.sqrt(ghimire_beta(sde, step.t)) * self.delta_mu * h * push
+        noise = sde.diffusion(step.t) * jnp.sqrt(h) * jax.random.normal(step.key, x.shape, x.dtype)
+        return jnp.where(step.last, mean, mean + noise), state
+
+    def summarize(self, state, n_steps):
+        return {"nfe": n_steps, "projection_evals": n_steps}
 
 
 def predict_project(
@@ -80,7 +106,10 @@ def predict_project(
     x_init=None,
     return_info: bool = False,
 ):
-    """Predict-Project sampler (Ghimire Alg. 1), a jit-compiled ``lax.scan`` from ``T`` to ``eps``.
+    """Predict-Project sampler (Ghimire Alg. 1) on a uniform grid from ``T`` to ``eps``.
+
+    A wrapper: ``sample(key, sde, score_fn, shape, PredictProject(project_fn,
+    delta_mu), UniformGrid(n_steps, eps), x_init=x_init)``.
 
     Args:
         key: PRNG key.
@@ -106,20 +135,21 @@ def predict_project(
     if not float(delta_mu) >= 0.0:
         raise ValueError(f"delta_mu must be >= 0, got {delta_mu!r}")
     # delta_mu goes in as an array so that sweeping it reuses one compiled program.
-    x = _predict_project(
+    solver = PredictProject(
+        as_pytree_callable(project_fn), jnp.asarray(delta_mu, jnp.result_type(float))
+    )
+    res = sample(
         key,
         sde,
         as_pytree_callable(score_fn),
-        as_pytree_callable(project_fn),
         shape,
-        n_steps,
-        jnp.asarray(delta_mu, jnp.result_type(float)),
-        float(eps),
-        x_init,
+        solver,
+        UniformGrid(n_steps, float(eps)),
+        x_init=x_init,
     )
     if return_info:
-        return x, {"nfe": int(n_steps), "projection_evals": int(n_steps)}
-    return x
+        return res.x, {"nfe": int(n_steps), "projection_evals": int(n_steps)}
+    return res.x
 
 
 def projection_norms(
@@ -188,4 +218,10 @@ def auto_delta_mu(
     return {int(n): float(min(1.0, abs(1.0 - norms[int(n)] / ref))) for n in n_steps}
 
 
-__all__ = ["PAPER_DELTA_MU", "auto_delta_mu", "predict_project", "projection_norms"]
+__all__ = [
+    "PAPER_DELTA_MU",
+    "PredictProject",
+    "auto_delta_mu",
+    "predict_project",
+    "projection_norms",
+]

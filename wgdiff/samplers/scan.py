@@ -20,29 +20,14 @@ import jax
 import jax.numpy as jnp
 
 from wgdiff._checks import check_finite, check_positive, check_positive_int
-from wgdiff.samplers._common import (
-    as_pytree_callable,
-    check_alpha,
-    check_sampler_args,
-    full_time,
-    initial_state,
-    reverse_time_scan,
-    time_grid,
-    with_info,
-)
+from wgdiff.samplers._common import as_pytree_callable, check_alpha, check_sampler_args, with_info
+from wgdiff.samplers.base import sample
+from wgdiff.samplers.grids import UniformGrid
+from wgdiff.samplers.ode import ProbabilityFlowEuler, ProbabilityFlowHeun
+from wgdiff.samplers.stochastic import EulerMaruyama, langevin_update
 from wgdiff.sde import SDE
 
 PF_METHODS = ("euler", "heun")
-
-
-@eqx.filter_jit
-def _euler_maruyama(key, sde, score_fn, shape, n_steps, alpha, eps, x_init):
-    def mean_step(x, t, t_next, h):
-        return x - sde.reverse_drift(score_fn, x, full_time(t, x), alpha) * h
-
-    return reverse_time_scan(
-        key, sde, shape, n_steps, eps, x_init, mean_step, lambda t: sde.reverse_diffusion(t, alpha)
-    )
 
 
 def euler_maruyama(
@@ -63,6 +48,7 @@ def euler_maruyama(
     ``x <- x - h [f - (1 + alpha)/2 g^2 s(x, t)] + sqrt(alpha h) g z``;
     ``alpha = 1`` is the reverse SDE (Song et al. eq. 6), ``alpha = 0`` the
     probability-flow ODE with Euler steps. No noise is added on the last step.
+    A wrapper: ``sample(..., EulerMaruyama(alpha), UniformGrid(n_steps, eps))``.
 
     Args:
         key: PRNG key.
@@ -80,32 +66,16 @@ def euler_maruyama(
     """
     shape, n_steps = check_sampler_args(sde, shape, n_steps, eps, x_init)
     check_alpha(alpha)
-    x = _euler_maruyama(
-        key, sde, as_pytree_callable(score_fn), shape, n_steps, float(alpha), float(eps), x_init
+    res = sample(
+        key,
+        sde,
+        as_pytree_callable(score_fn),
+        shape,
+        EulerMaruyama(float(alpha)),
+        UniformGrid(n_steps, float(eps)),
+        x_init=x_init,
     )
-    return with_info(x, n_steps, return_info)
-
-
-@eqx.filter_jit
-def _probability_flow(key, sde, score_fn, shape, n_steps, method, eps, x_init):
-    # Same prior draw as euler_maruyama and diffrax_solve for the same key.
-    x = initial_state(jax.random.split(key)[0], sde, shape, x_init)
-    ts = time_grid(sde.T, eps, n_steps, x.dtype)
-
-    def velocity(x, t):
-        return sde.probability_flow_drift(score_fn, x, full_time(t, x))
-
-    def step(x, inputs):
-        t, t_next = inputs
-        h = t - t_next
-        v = velocity(x, t)
-        x_euler = x - h * v
-        if method == "euler":
-            return x_euler, None
-        return x - 0.5 * h * (v + velocity(x_euler, t_next)), None
-
-    x, _ = jax.lax.scan(step, x, (ts[:-1], ts[1:]))
-    return x
+    return with_info(res.x, res.nfe, return_info)
 
 
 def probability_flow(
@@ -122,8 +92,9 @@ def probability_flow(
 ):
     """Integrate the probability-flow ODE ``dx/dt = f - g^2 s / 2`` (Ghimire eq. 24) from T to eps.
 
-    ``method="euler"`` (first order, NFE = n_steps) or ``"heun"`` (explicit
-    trapezoid, second order, NFE = 2 n_steps). ``key`` only draws the prior.
+    ``method="euler"`` (``ProbabilityFlowEuler``, first order, NFE = n_steps) or
+    ``"heun"`` (``ProbabilityFlowHeun``, explicit trapezoid, second order,
+    NFE = 2 n_steps) on ``UniformGrid(n_steps, eps)``. ``key`` only draws the prior.
 
     Returns:
         ``(n, *event)`` samples (and ``{"nfe": ...}`` if ``return_info``).
@@ -131,10 +102,17 @@ def probability_flow(
     shape, n_steps = check_sampler_args(sde, shape, n_steps, eps, x_init)
     if method not in PF_METHODS:
         raise ValueError(f"method must be one of {PF_METHODS}, got {method!r}")
-    x = _probability_flow(
-        key, sde, as_pytree_callable(score_fn), shape, n_steps, method, float(eps), x_init
+    solver = ProbabilityFlowEuler() if method == "euler" else ProbabilityFlowHeun()
+    res = sample(
+        key,
+        sde,
+        as_pytree_callable(score_fn),
+        shape,
+        solver,
+        UniformGrid(n_steps, float(eps)),
+        x_init=x_init,
     )
-    return with_info(x, n_steps * (1 if method == "euler" else 2), return_info)
+    return with_info(res.x, res.nfe, return_info)
 
 
 @eqx.filter_jit
@@ -144,7 +122,7 @@ def _langevin(key, score_fn, x0, n_steps, step_size, t):
 
     def step(x, k):
         z = jax.random.normal(k, x.shape, x.dtype)
-        return x + step_size * score_fn(x, tt) + jnp.sqrt(2.0 * step_size) * z, None
+        return langevin_update(x, score_fn(x, tt), step_size, z), None
 
     x, _ = jax.lax.scan(step, x0, keys)
     return x
