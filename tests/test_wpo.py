@@ -18,6 +18,7 @@ from wgdiff.wpo import (
     evolve_mixture,
     ism_loss,
     ism_terms,
+    kernel_diagnostics,
     kernel_score,
     lift,
     lifted_log_density,
@@ -25,6 +26,8 @@ from wgdiff.wpo import (
     lifted_weights,
     log_density,
     marginal_mixture,
+    tune_kde_variance,
+    tune_max_std,
 )
 
 
@@ -349,6 +352,113 @@ def test_lifted_network_equals_kernel_model(x64):
         rtol=1e-9,
         atol=1e-12,
     )
+
+
+# -- kernel-collapse fix: std cap, diagnostics, validation choices ---------------------------
+
+
+def collapsed_mixture():
+    """Six kernels on a segment of the x-axis; three are std 10 wide along it (the 6-D collapse)."""
+    centers = np.stack([np.linspace(-1.0, 1.0, 6), np.zeros(6)], 1)
+    precisions = np.broadcast_to(np.diag([0.01, 100.0]), (6, 2, 2)).copy()
+    precisions[::2] = np.diag([4.0, 100.0])  # every other kernel is moderate
+    return centers, precisions
+
+
+def test_cap_std_floors_eigenvalues_and_keeps_closed_form_ism(x64):
+    centers, precisions = random_mixture(30, 7, 3, scale=0.8)
+    precisions = precisions / 4.0  # eigenvalues ~0.15 to ~2.4: a cap of std 1 binds on some axes
+    model = WPOKernelModel.from_precisions(centers, precisions)
+    capped = model.cap_std(1.0)
+    lam, vecs = np.linalg.eigh(precisions)
+    assert lam.min() < 1.0 < lam.max()
+    expected = np.einsum("nij,nj,nkj->nik", vecs, np.maximum(lam, 1.0), vecs)
+    np.testing.assert_allclose(capped.precisions(), expected, rtol=1e-10, atol=1e-12)
+    assert float(np.max(capped.kernel_stds())) <= 1.0 + 1e-12
+    x = np.random.default_rng(31).normal(size=(24, 3))
+    lse, score, integrand = numpy_mixture(x, centers, expected)
+    np.testing.assert_allclose(capped.log_prob(x), lse, rtol=1e-10)
+    np.testing.assert_allclose(capped.score(x), score, rtol=1e-9, atol=1e-12)
+    # The fix changes the precisions only: the closed-form ISM (eq. 30-31) of the capped
+    # model still equals the Hyvarinen integrand from an autodiff Hessian, to round-off.
+    closed = ism_loss(x, centers, capped.precisions(), chunk_size=3)
+    auto = jnp.mean(autodiff_ism_integrand(jnp.asarray(x), centers, capped.precisions()))
+    np.testing.assert_allclose(closed, auto, rtol=1e-10)
+    np.testing.assert_allclose(closed, integrand.mean(), rtol=1e-10)
+    # A cap above every std (or inf) changes nothing.
+    np.testing.assert_array_equal(model.cap_std(np.inf).eigvals, model.eigvals)
+    with pytest.raises(ValueError, match="max_std"):
+        model.cap_std(0.0)
+
+
+def test_responsibilities_match_numpy_softmax(x64):
+    centers, precisions = random_mixture(32, 7, 2)
+    x = np.random.default_rng(33).normal(size=(11, 2))
+    model = WPOKernelModel.from_precisions(centers, precisions, chunk_size=3)  # padded chunk
+    logs = np.stack(
+        [
+            -0.5 * np.einsum("ni,ij,nj->n", x - z, g, x - z) + 0.5 * np.log(np.linalg.det(g))
+            for z, g in zip(centers, precisions, strict=True)
+        ],
+        1,
+    )
+    w = np.exp(logs - logs.max(1, keepdims=True))
+    expected = (w / w.sum(1, keepdims=True)).mean(0)
+    np.testing.assert_allclose(model.responsibilities(x), expected, rtol=1e-10)
+    np.testing.assert_allclose(float(jnp.sum(model.responsibilities(x))), 1.0, rtol=1e-12)
+
+
+def test_kernel_diagnostics_spectrum_axis_and_shares(x64):
+    centers, precisions = collapsed_mixture()
+    model = WPOKernelModel.from_precisions(centers, precisions, chunk_size=4)
+    x = np.stack([np.linspace(-1.0, 1.0, 50), np.zeros(50)], 1)
+    diag = kernel_diagnostics(model, x)
+    np.testing.assert_allclose(diag.stds[1::2], [[10.0, 0.1]] * 3, rtol=1e-12)
+    np.testing.assert_allclose(diag.stds[::2], [[0.5, 0.1]] * 3, rtol=1e-12)
+    np.testing.assert_allclose(np.abs(diag.widest_axis), [[1.0, 0.0]] * 6, atol=1e-12)
+    np.testing.assert_allclose(diag.shares, 6 * model.responsibilities(x), rtol=1e-12)
+    summary = diag.summary(wide_std=1.0)
+    assert summary["share_kernels_widest_std_above_1"] == 0.5
+    assert summary["widest_std_max"] == pytest.approx(10.0)
+    np.testing.assert_allclose(summary["widest_axis_mean_abs_component"], [1.0, 0.0], atol=1e-12)
+
+
+def test_tune_max_std_maximizes_validation_likelihood(x64):
+    centers, precisions = collapsed_mixture()
+    model = WPOKernelModel.from_precisions(centers, precisions)
+    rng = np.random.default_rng(34)
+    validation = np.stack([rng.uniform(-1.1, 1.1, 400), 0.1 * rng.normal(size=400)], 1)
+    candidates = [0.2, 0.5, 1.0, 3.0, np.inf]
+    capped, choice = tune_max_std(model, validation, candidates)
+    expected = []
+    for c in candidates:
+        lam, vecs = np.linalg.eigh(precisions)
+        prec = np.einsum("nij,nj,nkj->nik", vecs, np.maximum(lam, 1.0 / c**2), vecs)
+        expected.append(numpy_mixture(validation, centers, prec)[0].mean())
+    np.testing.assert_allclose(choice.scores, expected, rtol=1e-10)
+    assert choice.best == candidates[int(np.argmax(expected))]
+    # The wide kernels spill mass past the segment: a finite cap must beat no cap here.
+    assert np.isfinite(choice.best) and choice.scores[-1] < max(choice.scores)
+    np.testing.assert_array_equal(capped.eigvals, model.cap_std(choice.best).eigvals)
+    _, default = tune_max_std(model, validation)  # default grid includes inf
+    assert np.isinf(default.candidates[-1]) and len(default.candidates) == 17
+
+
+def test_tune_kde_variance_matches_numpy(x64):
+    rng = np.random.default_rng(35)
+    data, validation = rng.normal(size=(40, 2)), rng.normal(size=(30, 2))
+    variances = [0.01, 0.1, 0.3, 1.0, 3.0]
+    choice = tune_kde_variance(data, validation, variances, chunk_size=7)
+    expected = []
+    for v in variances:
+        sq = np.sum((validation[:, None] - data[None]) ** 2, -1)
+        logk = -0.5 * sq / v - np.log(2 * np.pi * v) - np.log(len(data))
+        top = logk.max(1, keepdims=True)
+        expected.append(np.mean(top[:, 0] + np.log(np.exp(logk - top).sum(1))))
+    np.testing.assert_allclose(choice.scores, expected, rtol=1e-10)
+    assert choice.best == variances[int(np.argmax(expected))]
+    with pytest.raises(ValueError, match="candidates"):
+        tune_kde_variance(data, validation, [0.1, -1.0])
 
 
 # -- validation -----------------------------------------------------------------------------

@@ -9,6 +9,8 @@
   ``score_fn(x, t)`` for the samplers and direct sampling.
 - ``lifted``: the lifted-space shallow-network reading (eq. 32-34).
 - ``training``: Alg. 1 (ISM at the terminal time) through ``wgdiff.train``.
+- ``tuning``: kernel-collapse diagnostics, the std cap chosen on a validation
+  split, and the validated KDE / early-stopping variance.
 """
 
 from wgdiff.wpo.evolution import evolve, evolve_affine, evolve_mixture, marginal_mixture
@@ -38,12 +40,23 @@ from wgdiff.wpo.training import (
     model_from_params,
     split_centers,
 )
+from wgdiff.wpo.tuning import (
+    STARVED_SHARE,
+    KernelDiagnostics,
+    ValidationChoice,
+    kernel_diagnostics,
+    tune_kde_variance,
+    tune_max_std,
+)
 
 __all__ = [
     "AUTHORS_SETTINGS",
     "DEFAULT_CHUNK_SIZE",
+    "STARVED_SHARE",
     "EmpiricalKernelScore",
+    "KernelDiagnostics",
     "LiftedWeights",
+    "ValidationChoice",
     "WPOKernelModel",
     "empirical_kernel_score",
     "empirical_log_density",
@@ -56,6 +69,7 @@ __all__ = [
     "ism_objective",
     "ism_loss",
     "ism_terms",
+    "kernel_diagnostics",
     "kernel_score",
     "lift",
     "lifted_log_density",
@@ -66,4 +80,6 @@ __all__ = [
     "model_from_params",
     "split_centers",
     "stream_softmax",
+    "tune_kde_variance",
+    "tune_max_std",
 ]

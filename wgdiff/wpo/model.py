@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from flax import struct
 from jax.tree_util import Partial
 
-from wgdiff._checks import check_finite, check_ndim, check_positive_int
+from wgdiff._checks import check_finite, check_ndim, check_positive, check_positive_int
 from wgdiff.wpo.kernel import (
     DEFAULT_CHUNK_SIZE,
     check_mixture,
@@ -110,12 +110,56 @@ class WPOKernelModel:
             m, s = jnp.broadcast_to(m, (n,)), jnp.broadcast_to(s, (n,))
         return m.astype(dtype), s.astype(dtype)
 
-    def _stream(self, x, sde, t):
+    def kernel_stds(self):
+        """``(N, d)`` standard deviation of each kernel along its eigenvectors, widest first."""
+        return 1.0 / jnp.sqrt(self.eigvals)
+
+    def cap_std(self, max_std: float) -> WPOKernelModel:
+        """The model with every kernel's std capped at ``max_std`` in every direction.
+
+        Eigenvalues are floored, ``lambda -> max(lambda, 1 / max_std^2)``, with the
+        eigenvectors and centres unchanged, so the result is again a normalized
+        mixture and every formula (eq. 25-31, Prop. 4.1) applies to it as is.
+        This is the fix for the 6-D kernel collapse (``wgdiff.wpo.validation``):
+        the ISM objective is nearly flat in the width of a kernel along a
+        direction where the data are locally uniform, so it lets kernels grow
+        until the jitter floor ``1 / sqrt(jitter)`` and spill mass far off the
+        support, which score matching cannot see.
+
+        Args:
+            max_std: positive cap; ``inf`` returns an identical model.
+        """
+        check_positive(max_std, "max_std")
+        floor = 1.0 / jnp.asarray(max_std, self.eigvals.dtype) ** 2
+        return self.replace(eigvals=jnp.maximum(self.eigvals, floor))
+
+    def responsibilities(self, x, t=0.0, sde=None):
+        """``(N,)`` mean softmax weight of each kernel over the points ``x (n, d)``.
+
+        ``r_i = 1/n sum_x softmax_i(y(x))``; ``sum_i r_i = 1``, so ``N r_i`` is the
+        kernel's share relative to an equal split (1 = its fair share, 0 = starved:
+        no ISM gradient reaches it).
+        """
         x = jnp.asarray(x)
-        check_ndim(x, 2, "x", "(n, d)")
-        if x.shape[1] != self.dim:
-            raise ValueError(f"x must have shape (n, d) with d = {self.dim}, got {x.shape}")
-        check_finite(x, "x")
+        lse, _ = self._stream(x, sde, t)
+        chunk_fn = self._chunk_fn(x, sde, t)
+        operands = (self.centers, self.eigvals, self.eigvecs)
+        size = min(self.chunk_size, self.n_centers)
+        n_chunks = -(-self.n_centers // size)
+        pad = n_chunks * size - self.n_centers
+
+        def split(a):
+            a = jnp.concatenate([a, jnp.broadcast_to(a[:1], (pad,) + a.shape[1:])], axis=0)
+            return a.reshape((n_chunks, size) + a.shape[1:])
+
+        def one(chunk):
+            logits, _ = chunk_fn(chunk)
+            return jnp.mean(jnp.exp(logits - lse[:, None]), axis=0)
+
+        shares = jax.lax.map(one, jax.tree_util.tree_map(split, operands))
+        return shares.reshape(-1)[: self.n_centers]
+
+    def _chunk_fn(self, x, sde, t):
         n = x.shape[0]
         m, s = self._coeffs(sde, t, n)
         m2, s2 = (m**2)[:, None, None], (s**2)[:, None, None]
@@ -136,6 +180,17 @@ class WPOKernelModel:
             )
             gamma_diff = jnp.einsum("cde,nce->ncd", vecs, lam_t * proj)
             return logits, gamma_diff
+
+        return chunk_fn
+
+    def _stream(self, x, sde, t):
+        x = jnp.asarray(x)
+        check_ndim(x, 2, "x", "(n, d)")
+        if x.shape[1] != self.dim:
+            raise ValueError(f"x must have shape (n, d) with d = {self.dim}, got {x.shape}")
+        check_finite(x, "x")
+        n = x.shape[0]
+        chunk_fn = self._chunk_fn(x, sde, t)
 
         return stream_softmax(
             chunk_fn, (self.centers, self.eigvals, self.eigvecs), n, self.chunk_size
