@@ -1,4 +1,5 @@
-"""Training: state, jit train step with EMA, data parallelism, fit loop, checkpoints and resume."""
+"""Training: state, jit train step with EMA and post-update transforms, data parallelism,
+the fit loop (budget, evaluation callbacks, checkpoints and resume), the score-model recipe."""
 
 from wgdiff.train.checkpoint import (
     CheckpointError,
@@ -10,7 +11,7 @@ from wgdiff.train.checkpoint import (
     restore_latest,
     save_checkpoint,
 )
-from wgdiff.train.loop import dataset_sampler, fit
+from wgdiff.train.loop import CLOCKS, dataset_sampler, fit
 from wgdiff.train.parallel import (
     DATA_AXIS,
     DistributedInfo,
@@ -23,6 +24,7 @@ from wgdiff.train.parallel import (
     replicated_sharding,
     shard_batch,
 )
+from wgdiff.train.recipe import LR_SCHEDULES, OUTPUTS, ScoreModelFit, fit_score_model
 from wgdiff.train.state import (
     DEFAULT_LEARNING_RATE,
     TrainState,
@@ -32,22 +34,36 @@ from wgdiff.train.state import (
     make_train_step,
     train_step_fn,
 )
+from wgdiff.train.transforms import (
+    PostUpdate,
+    chain_post_updates,
+    clip_params,
+    spectral_normalize,
+)
 
 __all__ = [
+    "CLOCKS",
     "DATA_AXIS",
     "DEFAULT_LEARNING_RATE",
     "CheckpointError",
     "DistributedInfo",
+    "LR_SCHEDULES",
+    "OUTPUTS",
+    "PostUpdate",
+    "ScoreModelFit",
     "TrainState",
     "abstract_state",
     "apply_update",
     "batch_sharding",
+    "chain_post_updates",
+    "clip_params",
     "checkpoint_manager",
     "create_train_state",
     "data_mesh",
     "dataset_sampler",
     "default_optimizer",
     "fit",
+    "fit_score_model",
     "initialize_distributed",
     "make_parallel_train_step",
     "make_train_step",
@@ -60,5 +76,6 @@ __all__ = [
     "restore_latest",
     "save_checkpoint",
     "shard_batch",
+    "spectral_normalize",
     "train_step_fn",
 ]

@@ -12,13 +12,17 @@ With ``mesh=`` the same loop trains data-parallel (``wgdiff.train.parallel``):
 the state is replicated over the mesh, each step's global batch is split over
 its devices, and in a multi-host job every process runs ``fit`` identically
 while only process 0 writes logs.
+
+A run can also stop on a time budget (``budget_s``, on a wall or CPU clock that leaves
+compilation and evaluation out) and call an ``evaluate(state)`` callback every so many
+steps or at given training-clock seconds; its numbers join the logged rows.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import jax
@@ -66,14 +70,35 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
             fh.write(json.dumps(row) + "\n")
 
 
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "process": time.process_time}
+
+
+def _check_eval_args(evaluate, evaluate_every, evaluate_at_s, budget_s, clock, clock_every):
+    if evaluate is not None and not callable(evaluate):
+        raise TypeError(f"evaluate must be a callable state -> dict, got {evaluate!r}")
+    if (evaluate_every is not None or evaluate_at_s is not None) and evaluate is None:
+        raise ValueError("evaluate_every / evaluate_at_s need an evaluate callback")
+    if evaluate_every is not None:
+        check_positive_int(evaluate_every, "evaluate_every")
+    at = sorted(float(s) for s in evaluate_at_s) if evaluate_at_s is not None else []
+    if any(not (s >= 0 and np.isfinite(s)) for s in at):
+        raise ValueError(f"evaluate_at_s must be finite seconds >= 0, got {evaluate_at_s!r}")
+    if budget_s is not None and not float(budget_s) > 0:
+        raise ValueError(f"budget_s must be positive seconds, got {budget_s!r}")
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {tuple(CLOCKS)}, got {clock!r}")
+    check_positive_int(clock_every, "clock_every")
+    return at
+
+
 def fit(
     state: TrainState,
     train_step: Callable,
     sample_batch: Callable,
     n_steps: int,
     *,
-    data_key=None,
-    run_dir=None,
+    data_key: jax.Array | None = None,
+    run_dir: str | Path | None = None,
     checkpoint_every: int | None = None,
     log_every: int = 100,
     progress: bool = True,
@@ -81,8 +106,14 @@ def fit(
     max_to_keep: int = 3,
     mesh: Mesh | None = None,
     sample_on_host: bool = False,
-):
-    """Train until ``state.step == n_steps``, resuming from ``run_dir`` if it holds checkpoints.
+    budget_s: float | None = None,
+    clock: str = "wall",
+    clock_every: int = 25,
+    evaluate: Callable[[TrainState], dict | None] | None = None,
+    evaluate_every: int | None = None,
+    evaluate_at_s: Sequence[float] | None = None,
+) -> tuple[TrainState, list[dict]]:
+    """Train until ``state.step == n_steps`` or the time budget is spent, resuming from ``run_dir``.
 
     Args:
         state: initial state (also the restore template on resume).
@@ -104,12 +135,38 @@ def fit(
             (``wgdiff.train.parallel.data_mesh``); the global batch size must be
             divisible by its number of devices.
         sample_on_host: see ``sample_batch``.
+        budget_s: stop once the training clock reaches this many seconds (``n_steps``
+            stays the upper limit). The training clock leaves out the first step of
+            this call (compilation; reported as ``compile_seconds``), evaluation,
+            logging and checkpointing.
+        clock: ``"wall"`` (``time.perf_counter``) or ``"process"`` (this process's CPU
+            time over all threads, ``time.process_time``: fairer than wall time on a
+            machine shared with other jobs, meaningless for work on an accelerator).
+        clock_every: with ``budget_s`` or ``evaluate_at_s``, the clock is read (waiting
+            for the device) every this many steps, so a budget may overrun by up to
+            that many steps.
+        evaluate: ``evaluate(state) -> dict | None`` of JSON-able numbers, merged into
+            the history row of the step it ran at (and ``metrics.jsonl``); always run
+            once at the end. Its time is not on the training clock.
+        evaluate_every: run ``evaluate`` every this many steps.
+        evaluate_at_s: run ``evaluate`` when the training clock first passes each of
+            these seconds (at the next clock reading); the row records
+            ``evaluate_at_s``.
 
     Returns:
-        ``(state, history)`` with ``history`` the list of logged metric dicts.
+        ``(state, history)``: ``history`` is the list of logged rows, each with
+        ``step``, the metrics, ``time`` (wall seconds since the call started),
+        ``train_seconds`` (the training clock) and ``compile_seconds``; evaluation
+        rows also hold the ``evaluate`` entries; the last row has ``stopped``
+        (``"n_steps"`` or ``"budget"``).
+
+    Raises:
+        ValueError: for bad arguments (named); FloatingPointError when a logged loss
+            is not finite.
     """
     n_steps = check_positive_int(n_steps, "n_steps")
     log_every = check_positive_int(log_every, "log_every")
+    at_s = _check_eval_args(evaluate, evaluate_every, evaluate_at_s, budget_s, clock, clock_every)
     if checkpoint_every is not None:
         check_positive_int(checkpoint_every, "checkpoint_every")
         if run_dir is None:
@@ -142,8 +199,10 @@ def fit(
         batch_fn = jax.jit(lambda i: sample_batch(jax.random.fold_in(data_key, i)))
     start = int(state.step)
     history: list[dict] = []
-    pending: list[tuple[int, dict]] = []
+    read_clock = CLOCKS[clock]
+    timed = budget_s is not None or bool(at_s)
     t0 = time.perf_counter()
+    train_s, compile_s, segment_start = 0.0, 0.0, read_clock()
     bar = tqdm(
         total=n_steps,
         initial=start,
@@ -152,34 +211,67 @@ def fit(
         unit="step",
     )
 
-    def flush():
-        rows = []
-        for step_no, metrics in pending:
-            row = {
-                "step": step_no,
-                **{k: float(v) for k, v in metrics.items()},
-                "time": time.perf_counter() - t0,
-            }
-            rows.append(row)
-        pending.clear()
-        if rows:
-            history.extend(rows)
-            if log_path is not None:
-                _write_jsonl(log_path, rows)
-            bar.set_postfix(loss=f"{rows[-1]['loss']:.4g}")
+    def log_row(step_no: int, metrics: dict, extra: dict) -> None:
+        row = {
+            "step": step_no,
+            **{k: float(v) for k, v in metrics.items()},
+            "time": time.perf_counter() - t0,
+            "train_seconds": train_s,
+            "compile_seconds": compile_s,
+            **extra,
+        }
+        history.append(row)
+        if log_path is not None:
+            _write_jsonl(log_path, [row])
+        bar.set_postfix(loss=f"{row['loss']:.4g}")
+        if not np.isfinite(row["loss"]):
+            bar.close()
+            raise FloatingPointError(f"loss is {row['loss']} at step {step_no}")
 
+    last_eval_step = None
     for i in range(start, n_steps):
         state, metrics = train_step(state, batch_fn(jnp.asarray(i)))
         done = i + 1
-        if done % log_every == 0 or done == n_steps:
-            pending.append((done, metrics))
-            flush()
-            if not np.isfinite(history[-1]["loss"]):
-                bar.close()
-                raise FloatingPointError(f"loss is {history[-1]['loss']} at step {done}")
-        if manager is not None and checkpoint_every and done % checkpoint_every == 0:
+        first = i == start
+        evaluate_now = bool(evaluate_every) and done % evaluate_every == 0
+        logged = done % log_every == 0 or done == n_steps
+        checkpoint = manager is not None and checkpoint_every and done % checkpoint_every == 0
+        read = first or logged or evaluate_now or checkpoint or (timed and done % clock_every == 0)
+        if not read:
+            bar.update(1)
+            continue
+        jax.block_until_ready(metrics["loss"])
+        elapsed = read_clock() - segment_start
+        if first:
+            compile_s = elapsed  # compilation and the first step, off the training clock
+        else:
+            train_s += elapsed
+        extra: dict = {}
+        crossed = [s for s in at_s if s <= train_s]
+        if crossed:
+            at_s = at_s[len(crossed) :]
+            evaluate_now = True
+            extra["evaluate_at_s"] = crossed[-1]
+        stop = budget_s is not None and train_s >= budget_s
+        final = stop or done == n_steps
+        if final:
+            extra["stopped"] = "budget" if stop and done < n_steps else "n_steps"
+            evaluate_now = evaluate is not None
+        if evaluate_now and evaluate is not None:
+            extra.update(evaluate(state) or {})
+            last_eval_step = done
+        if logged or evaluate_now or final:
+            log_row(done, metrics, extra)
+        if checkpoint:
             save_checkpoint(manager, state, config)
         bar.update(1)
+        if stop:
+            break
+        segment_start = read_clock()
+    else:
+        if start >= n_steps and evaluate is not None and last_eval_step is None:
+            # Resumed at the end: nothing to train, the final evaluation still runs.
+            history.append({"step": start, "stopped": "n_steps", **(evaluate(state) or {})})
     bar.close()
     if manager is not None:
         if manager.latest_step() != int(state.step):
@@ -190,6 +282,7 @@ def fit(
 
 
 __all__ = [
+    "CLOCKS",
     "checkpoint_manager",
     "dataset_sampler",
     "fit",

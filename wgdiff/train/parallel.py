@@ -242,7 +242,8 @@ def make_parallel_train_step(
     ema_decay: float = 0.999,
     has_aux: bool = False,
     donate: bool = True,
-):
+    post_update: Callable | None = None,
+) -> Callable:
     """Data-parallel ``step(state, batch) -> (state, metrics)`` over ``mesh``.
 
     The same computation as ``make_train_step`` (``loss_fn`` is the mean over the
@@ -256,6 +257,8 @@ def make_parallel_train_step(
         ema_decay: EMA factor in ``[0, 1)``.
         has_aux: whether ``loss_fn`` returns auxiliary metrics.
         donate: donate the input state's buffers.
+        post_update: ``params -> params`` applied after every update (as in
+            ``make_train_step``).
 
     Returns:
         The jitted step. ``state`` must be replicated on ``mesh`` (``replicate``) and
@@ -266,7 +269,9 @@ def make_parallel_train_step(
     _check_decay(ema_decay)
     mesh = data_mesh() if mesh is None else mesh
     replicated = replicated_sharding(mesh)
-    step = train_step_fn(loss_fn, optimizer, ema_decay=ema_decay, has_aux=has_aux)
+    step = train_step_fn(
+        loss_fn, optimizer, ema_decay=ema_decay, has_aux=has_aux, post_update=post_update
+    )
     return jax.jit(
         step,
         in_shardings=(replicated, batch_sharding(mesh)),

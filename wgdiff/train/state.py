@@ -49,17 +49,45 @@ class TrainState:
         return jax.random.wrap_key_data(self.key)
 
 
-def default_optimizer(learning_rate: float = DEFAULT_LEARNING_RATE, decay_steps: int | None = None):
-    """AdamW with gradient-norm clipping at 1; cosine decay to 5% over ``decay_steps`` if given."""
+def default_optimizer(
+    learning_rate: float = DEFAULT_LEARNING_RATE,
+    decay_steps: int | None = None,
+    warmup_steps: int = 0,
+) -> optax.GradientTransformation:
+    """AdamW with gradient-norm clipping at 1; optional warm-up and cosine decay.
+
+    Args:
+        learning_rate: peak learning rate.
+        decay_steps: cosine decay to 5% of the peak over this many steps (counted
+            from step 0, warm-up included); ``None`` keeps it constant.
+        warmup_steps: linear warm-up from 0 to the peak over this many steps.
+    """
     if not float(learning_rate) > 0:
         raise ValueError(f"learning_rate must be positive, got {learning_rate!r}")
     if decay_steps is not None:
         decay_steps = check_positive_int(decay_steps, "decay_steps")
-    schedule = (
-        learning_rate
-        if decay_steps is None
-        else optax.cosine_decay_schedule(learning_rate, decay_steps, alpha=0.05)
-    )
+    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
+        raise ValueError(f"warmup_steps must be an int >= 0, got {warmup_steps!r}")
+    if decay_steps is not None and warmup_steps >= decay_steps:
+        raise ValueError(f"warmup_steps={warmup_steps} must be below decay_steps={decay_steps}")
+    if decay_steps is not None:
+        schedule = optax.warmup_cosine_decay_schedule(
+            0.0 if warmup_steps else learning_rate,
+            learning_rate,
+            warmup_steps,
+            decay_steps,
+            end_value=0.05 * learning_rate,
+        )
+    elif warmup_steps:
+        schedule = optax.join_schedules(
+            [
+                optax.linear_schedule(0.0, learning_rate, warmup_steps),
+                optax.constant_schedule(learning_rate),
+            ],
+            [warmup_steps],
+        )
+    else:
+        schedule = learning_rate
     return optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule))
 
 
@@ -85,10 +113,23 @@ def _check_decay(ema_decay):
         raise ValueError(f"ema_decay must lie in [0, 1), got {ema_decay!r}")
 
 
-def apply_update(state: TrainState, grads, optimizer, ema_decay: float, new_key) -> TrainState:
-    """One optimizer update plus the EMA, shared by the single- and multi-device steps."""
+def apply_update(
+    state: TrainState,
+    grads: Any,
+    optimizer: optax.GradientTransformation,
+    ema_decay: float,
+    new_key: jax.Array,
+    post_update: Callable[[Any], Any] | None = None,
+) -> TrainState:
+    """One optimizer update, the post-update transform, then the EMA.
+
+    Shared by the single- and multi-device steps. ``post_update`` (``params -> params``,
+    ``wgdiff.train.transforms``) acts on the updated parameters before the EMA.
+    """
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    if post_update is not None:
+        params = post_update(params)
     ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state.ema_params, params)
     return TrainState(
         params=params,
@@ -105,12 +146,15 @@ def train_step_fn(
     *,
     ema_decay: float = 0.999,
     has_aux: bool = False,
+    post_update: Callable[[Any], Any] | None = None,
 ) -> Callable:
     """The un-compiled ``step(state, batch) -> (state, metrics)``.
 
     ``make_train_step`` jits it as is; ``make_parallel_train_step`` jits it with
     data-parallel shardings, so both run exactly the same computation.
     """
+    if post_update is not None and not callable(post_update):
+        raise TypeError(f"post_update must be a callable params -> params, got {post_update!r}")
     grad_fn = jax.value_and_grad(loss_fn, has_aux=has_aux)
 
     def step(state: TrainState, batch):
@@ -118,7 +162,7 @@ def train_step_fn(
         out, grads = grad_fn(state.params, sub, batch)
         loss, aux = out if has_aux else (out, {})
         metrics = {"loss": loss, **aux}
-        return apply_update(state, grads, optimizer, ema_decay, key), metrics
+        return apply_update(state, grads, optimizer, ema_decay, key, post_update), metrics
 
     return step
 
@@ -130,7 +174,8 @@ def make_train_step(
     ema_decay: float = 0.999,
     has_aux: bool = False,
     donate: bool = True,
-):
+    post_update: Callable[[Any], Any] | None = None,
+) -> Callable:
     """Build ``step(state, batch) -> (state, metrics)``, jit-compiled with the state donated.
 
     Args:
@@ -140,13 +185,17 @@ def make_train_step(
         ema_decay: EMA factor in ``[0, 1)``.
         has_aux: whether ``loss_fn`` returns auxiliary metrics.
         donate: donate the input state's buffers (the caller must not reuse it).
+        post_update: ``params -> params`` applied after every update, before the EMA
+            (``clip_params``, ``spectral_normalize``; ``wgdiff.train.transforms``).
 
     Returns:
         The jitted step; ``metrics`` holds ``loss`` and any aux entries.
     """
     optimizer = default_optimizer() if optimizer is None else optimizer
     _check_decay(ema_decay)
-    step = train_step_fn(loss_fn, optimizer, ema_decay=ema_decay, has_aux=has_aux)
+    step = train_step_fn(
+        loss_fn, optimizer, ema_decay=ema_decay, has_aux=has_aux, post_update=post_update
+    )
     return jax.jit(step, donate_argnums=(0,) if donate else ())
 
 
