@@ -14,7 +14,38 @@ import time
 from pathlib import Path
 
 NETS = ("mlp", "potential")
-SAMPLERS = ("em", "pf-euler", "pf-heun", "ode", "sde")
+# The one table from command-line names to wgdiff.samplers classes (with constructor
+# arguments); imported lazily so that `wgdiff --help` stays fast.
+SOLVERS = {
+    "em": ("EulerMaruyama", {}),
+    "reverse-diffusion": ("ReverseDiffusion", {}),
+    "pc": ("PredictorCorrector", {}),
+    "ancestral": ("Ancestral", {}),
+    "ddim": ("DDIM", {}),
+    "ddim-eta1": ("DDIM", {"eta": 1.0}),
+    "pf-euler": ("ProbabilityFlowEuler", {}),
+    "pf-heun": ("ProbabilityFlowHeun", {}),
+    "heun": ("Heun", {}),
+    "heun-churn": ("Heun", {"churn": 40.0}),
+    "dpm-solver-1": ("DPMSolver", {"order": 1}),
+    "dpm-solver-2": ("DPMSolver", {"order": 2}),
+    "dpm-solver-3": ("DPMSolver", {"order": 3}),
+    "dpm++2s": ("DPMSolverPP", {"order": 2, "multistep": False}),
+    "dpm++3s": ("DPMSolverPP", {"order": 3, "multistep": False}),
+    "dpm++2m": ("DPMSolverPP", {"order": 2}),
+    "dpm++3m": ("DPMSolverPP", {"order": 3}),
+    "dpm++2m-sde": ("DPMSolverPP", {"order": 2, "sde": True}),
+    "unipc": ("UniPC", {"order": 2}),
+}
+GRIDS = {
+    "uniform": "UniformGrid",
+    "quadratic": "QuadraticGrid",
+    "logsnr": "LogSNRGrid",
+    "karras": "KarrasGrid",
+}
+# "ode" / "sde": diffrax's adaptive Tsit5 / SPaRK (wgdiff.samplers.diffrax_solve).
+SAMPLERS = (*SOLVERS, "ode", "sde")
+DEFAULT_STEPS = 500
 ACTIVATIONS = ("softplus", "silu", "gelu", "tanh")
 
 
@@ -57,55 +88,36 @@ def split_dataset(name: str, n_train: int, n_heldout: int, seed: int):
 def train_run(config: dict, run_dir: Path, *, progress: bool = True):
     """Train the configured score model; returns ``(score apply, state, history, heldout)``.
 
-    The network output is divided by the marginal std (``std_scaled_apply``).
+    ``wgdiff.train.fit_score_model`` with the net predicting the noise (its output is
+    divided by the marginal std, ``output="noise"``), data-parallel over every device
+    when there are several.
     """
     import jax
-    import jax.numpy as jnp
 
-    from wgdiff.losses import dsm_objective
-    from wgdiff.nets import std_scaled_apply
-    from wgdiff.train import (
-        create_train_state,
-        dataset_sampler,
-        default_optimizer,
-        fit,
-        make_train_step,
-    )
-    from wgdiff.train.parallel import data_mesh, make_parallel_train_step
+    from wgdiff.train import fit_score_model
 
-    sde = build_sde(config)
-    model = build_model(config)
     train, heldout = split_dataset(
         config["dataset"], config["n_train"], config["n_heldout"], config["seed"]
     )
-    init_key, state_key, data_key = jax.random.split(jax.random.key(config["seed"] + 1), 3)
-    params = model.init(init_key, train[:1], jnp.zeros((1,)))
-    optimizer = default_optimizer(config["lr"], decay_steps=config["steps"])
-    state = create_train_state(state_key, params, optimizer)
-    apply = std_scaled_apply(model.apply, sde)
-    loss_fn = dsm_objective(sde, apply, weighting=config["weighting"])
-    # Data parallel over every device when there are several (hosts included).
-    mesh = data_mesh() if jax.device_count() > 1 else None
-    if mesh is None:
-        step = make_train_step(loss_fn, optimizer, ema_decay=config["ema_decay"])
-    else:
-        step = make_parallel_train_step(
-            loss_fn, optimizer, mesh=mesh, ema_decay=config["ema_decay"]
-        )
-    state, history = fit(
-        state,
-        step,
-        dataset_sampler(train, config["batch_size"]),
-        config["steps"],
-        data_key=data_key,
+    result = fit_score_model(
+        build_sde(config),
+        build_model(config),
+        train,
+        key=jax.random.key(config["seed"] + 1),
+        n_steps=config["steps"],
+        batch_size=config["batch_size"],
+        learning_rate=config["lr"],
+        warmup_steps=config.get("warmup_steps", 0),
+        output="noise",
+        weighting=config["weighting"],
+        ema_decay=config["ema_decay"],
         run_dir=run_dir,
         checkpoint_every=config["checkpoint_every"],
+        config=config,
         log_every=100,
         progress=progress,
-        config=config,
-        mesh=mesh,
     )
-    return apply, state, history, heldout
+    return result.apply, result.state, result.history, heldout
 
 
 def load_run(run_dir: Path):
@@ -129,9 +141,10 @@ def load_run(run_dir: Path):
         config["dataset"], config["n_train"], config["n_heldout"], config["seed"]
     )
     params = model.init(jax.random.key(0), train[:1], jnp.zeros((1,)))
-    like = create_train_state(
-        jax.random.key(0), params, default_optimizer(config["lr"], decay_steps=config["steps"])
+    optimizer = default_optimizer(
+        config["lr"], decay_steps=config["steps"], warmup_steps=config.get("warmup_steps", 0)
     )
+    like = create_train_state(jax.random.key(0), params, optimizer)
     manager = checkpoint_manager(run_dir)
     state = restore_checkpoint(manager, like)
     manager.close()
@@ -140,19 +153,65 @@ def load_run(run_dir: Path):
     return config, std_scaled_apply(model.apply, build_sde(config)), state.ema_params, heldout
 
 
+def build_solver(name: str):
+    """The ``wgdiff.samplers`` solver called ``name`` in ``SOLVERS``."""
+    from wgdiff import samplers
+
+    if name not in SOLVERS:
+        raise ValueError(f"--solver must be one of {tuple(SOLVERS)}, got {name!r}")
+    cls, kwargs = SOLVERS[name]
+    return getattr(samplers, cls)(**kwargs)
+
+
+def build_grid(name: str, n_steps: int):
+    """The ``wgdiff.samplers`` time grid called ``name`` in ``GRIDS``, with ``n_steps`` steps."""
+    from wgdiff import samplers
+
+    if name not in GRIDS:
+        raise ValueError(f"--grid must be one of {tuple(GRIDS)}, got {name!r}")
+    return getattr(samplers, GRIDS[name])(n_steps)
+
+
+def solver_and_grid(sampler: str, grid: str, steps: int | None, nfe: int | None):
+    """``(solver, grid)`` for a ``SOLVERS`` name: ``steps`` steps, or as many as ``nfe`` buys
+    (at least the solver's ``min_steps``), default ``DEFAULT_STEPS``."""
+    solver = build_solver(sampler)
+    if steps is not None and nfe is not None:
+        raise ValueError("give --steps or --nfe, not both")
+    if nfe is not None:
+        if nfe < 1:
+            raise ValueError(f"--nfe must be a positive integer, got {nfe}")
+        steps = max(solver.min_steps, nfe // solver.nfe_per_step)
+    return solver, build_grid(grid, DEFAULT_STEPS if steps is None else steps)
+
+
 def draw_samples(
-    key, sde, score_fn, n: int, dim: int, sampler: str, steps: int | None, tol: float = 1e-3
+    key,
+    sde,
+    score_fn,
+    n: int,
+    dim: int,
+    sampler: str,
+    steps: int | None,
+    tol: float = 1e-3,
+    *,
+    grid: str = "uniform",
+    nfe: int | None = None,
 ):
-    """Samples and NFE from one of ``SAMPLERS`` (``tol``: diffrax rtol = atol when adaptive)."""
+    """Samples and NFE from one of ``SAMPLERS`` (``tol``: diffrax rtol = atol when adaptive).
+
+    ``SOLVERS`` names run ``wgdiff.samplers.sample`` on the ``GRIDS`` grid ``grid``;
+    ``"ode"``/``"sde"`` run ``diffrax_solve`` (adaptive unless ``steps``).
+    """
     from wgdiff import samplers
 
     shape = (n, dim)
-    if sampler == "em":
-        return samplers.euler_maruyama(key, sde, score_fn, shape, steps, return_info=True)
-    if sampler in ("pf-euler", "pf-heun"):
-        return samplers.probability_flow(
-            key, sde, score_fn, shape, steps, method=sampler[3:], return_info=True
-        )
+    if sampler in SOLVERS:
+        solver, time_grid = solver_and_grid(sampler, grid, steps, nfe)
+        res = samplers.sample(key, sde, score_fn, shape, solver, time_grid)
+        return res.x, {"nfe": res.nfe}
+    if sampler not in SAMPLERS:
+        raise ValueError(f"--solver must be one of {SAMPLERS}, got {sampler!r}")
     x, stats = samplers.diffrax_solve(
         key, sde, score_fn, shape, kind=sampler, n_steps=steps, rtol=tol, atol=tol
     )
@@ -230,7 +289,15 @@ def cmd_sample(args) -> int:
     sde = build_sde(config)
     score_fn = functools.partial(apply, params)
     x, info = draw_samples(
-        jax.random.key(args.seed), sde, score_fn, args.n, heldout.shape[1], args.sampler, args.steps
+        jax.random.key(args.seed),
+        sde,
+        score_fn,
+        args.n,
+        heldout.shape[1],
+        args.sampler,
+        args.steps,
+        grid=args.grid,
+        nfe=args.nfe,
     )
     out = Path(args.out) if args.out else run_dir / f"samples_{args.sampler}_{args.steps}.npy"
     np.save(out, np.asarray(x))
@@ -261,9 +328,16 @@ def cmd_evaluate(args) -> int:
         heldout.shape[1],
         args.sampler,
         args.steps,
+        grid=args.grid,
+        nfe=args.nfe,
     )
     w2 = metrics.w2_with_info(x, heldout)
-    certificates = _certificates(jax.random.key(args.seed + 1), sde, score_fn, heldout, args.steps)
+    # The certificates sample with the same solver and grid (diffrax: Euler-Maruyama).
+    sampler = args.sampler if args.sampler in SOLVERS else "em"
+    solver, grid = solver_and_grid(sampler, args.grid, args.steps, args.nfe)
+    certificates = _certificates(
+        jax.random.key(args.seed + 1), sde, score_fn, heldout, solver=solver, grid=grid
+    )
     report = {
         "sampler": args.sampler,
         "steps": args.steps,
@@ -290,11 +364,13 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def _certificates(key, sde, score_fn, heldout, n_steps: int) -> dict:
+def _certificates(key, sde, score_fn, heldout, *, solver, grid) -> dict:
     """Kwon bound and conservativity numbers (``wgdiff.evaluation``)."""
     from wgdiff import evaluation
 
-    return evaluation.evaluate_score_model(key, sde, score_fn, heldout=heldout, n_steps=n_steps)
+    return evaluation.evaluate_score_model(
+        key, sde, score_fn, heldout=heldout, solver=solver, grid=grid
+    )
 
 
 def cmd_demo(args) -> int:
@@ -330,26 +406,35 @@ def cmd_demo(args) -> int:
     train_time = time.perf_counter() - start
     sde = build_sde(config)
     score_fn = functools.partial(apply, state.ema_params)
-    sampler_runs = [("em", s) for s in args.em_steps] + [("pf-heun", s) for s in args.ode_steps]
-    sampler_runs.append(("ode", None))
+    sampler_runs = [("em", s, None) for s in args.em_steps]
+    sampler_runs += [("pf-heun", s, None) for s in args.ode_steps]
+    sampler_runs.append(("ode", None, None))
+    sampler_runs += [(name, None, args.nfe) for name in args.solver]
     print(f"[2/3] sampling {args.n_samples} points with {len(sampler_runs)} sampler settings")
     rows, panels = [], []
     key = jax.random.key(args.seed + 7)
-    for i, (name, steps) in enumerate(sampler_runs):
+    for i, (name, steps, nfe) in enumerate(sampler_runs):
         t0 = time.perf_counter()
         x, info = draw_samples(
-            jax.random.fold_in(key, i), sde, score_fn, args.n_samples, heldout.shape[1], name, steps
+            jax.random.fold_in(key, i),
+            sde,
+            score_fn,
+            args.n_samples,
+            heldout.shape[1],
+            name,
+            steps,
+            grid="uniform" if nfe is None else args.grid,
+            nfe=nfe,
         )
         x = jax.block_until_ready(x)
         seconds = time.perf_counter() - t0
         w2 = metrics.w2_with_info(x, heldout)
-        label = {"em": "Euler-Maruyama", "pf-heun": "prob. flow Heun", "ode": "prob. flow Tsit5"}[
-            name
-        ]
+        label = {"em": "Euler-Maruyama", "pf-heun": "prob. flow Heun", "ode": "prob. flow Tsit5"}
+        label = label[name] if nfe is None else f"{name} ({args.grid})"
         rows.append(
             {
                 "sampler": label,
-                "steps": steps or "adaptive",
+                "steps": steps or ("adaptive" if nfe is None else f"NFE {nfe}"),
                 "nfe": info["nfe"],
                 "w2": float(w2["value"]),
                 "w2_method": w2["method"],
@@ -461,6 +546,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=[10, 50],
         help="probability-flow Heun step counts",
     )
+    p.add_argument(
+        "--solver",
+        nargs="*",
+        choices=tuple(SOLVERS),
+        default=["dpm++2m"],
+        help="further wgdiff.samplers solvers, each at --nfe on --grid",
+    )
+    p.add_argument("--grid", choices=tuple(GRIDS), default="logsnr", help="grid of --solver")
+    p.add_argument("--nfe", type=int, default=20, help="model evaluations of each --solver")
     p.add_argument("--run-dir", default="runs/demo", help="output directory")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -501,18 +595,25 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--run-dir", default="runs/train", help="trained run directory")
         p.add_argument(
+            "--solver",
             "--sampler",
+            dest="sampler",
             choices=SAMPLERS,
             default="em",
-            help="em: Euler-Maruyama; pf-euler/pf-heun: probability-flow scan; "
-            "ode/sde: diffrax (adaptive unless --steps)",
+            help="a wgdiff.samplers solver (em: Euler-Maruyama, pc: predictor-corrector, "
+            "heun: EDM, dpm++2m: DPM-Solver++(2M), ...), or ode/sde: diffrax (adaptive "
+            "unless --steps)",
+        )
+        p.add_argument(
+            "--grid", choices=tuple(GRIDS), default="uniform", help="time grid of the solver"
         )
         p.add_argument(
             "--steps",
             type=int,
             default=None,
-            help="sampler steps (default: 500 for scan samplers, adaptive for diffrax)",
+            help=f"solver steps (default: {DEFAULT_STEPS}, adaptive for diffrax)",
         )
+        p.add_argument("--nfe", type=int, default=None, help="model evaluations instead of --steps")
         p.add_argument("--seed", type=int, default=0, help="random seed")
         if name == "sample":
             p.add_argument("--n", type=int, default=2000, help="number of samples")
@@ -531,8 +632,6 @@ def main(argv: list[str] | None = None) -> int:
 
         return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
-    if getattr(args, "sampler", None) in ("em", "pf-euler", "pf-heun") and args.steps is None:
-        args.steps = 500
     try:
         return args.func(args)
     except ValueError as err:
