@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from wgdiff.losses import divergence, dsm_loss, dsm_objective, ism_loss
+from wgdiff.losses import divergence, dsm_loss, dsm_objective, implicit_score_matching_loss
 from wgdiff.sde import VPSDE
 
 
@@ -43,6 +43,9 @@ def test_dsm_loss_is_minimised_by_the_true_score():
     assert float(dsm_loss(key, sde, exact, x0)) < float(dsm_loss(key, sde, wrong, x0))
 
 
+ism_loss = implicit_score_matching_loss
+
+
 def test_ism_loss_closed_form_and_hutchinson():
     """For s(x) = -x / s0^2 and x ~ N(0, s0^2 I): E|s|^2 + 2 div s = d/s0^2 - 2 d/s0^2."""
     s0, d = 0.5, 4
@@ -53,6 +56,34 @@ def test_ism_loss_closed_form_and_hutchinson():
     hutch = float(ism_loss(jax.random.key(1), score, x, 0.0, divergence="hutchinson"))
     # For a multiple of the identity v^T J v = tr J exactly for Rademacher v.
     assert hutch == pytest.approx(exact, rel=1e-5)
+
+
+@pytest.mark.parametrize("event", [(3,), (2, 2, 1)])
+def test_ism_loss_per_example_times_match_the_closed_form(event):
+    """t of shape (n,): s_i(x) = -x / v(t_i), v(t) = s0^2 + t, so for the given samples
+    |s|^2 + 2 div s = |x_i|^2 / v_i^2 - 2 d / v_i exactly (float64 NumPy transcription).
+
+    The exact divergence once evaluated a batch of one with the whole t array and
+    returned a wrong value here (-1.012 instead of -2.612 in the report of issue 16).
+    """
+    n, s0 = 64, 0.5
+    d = int(np.prod(event))
+    x = s0 * jax.random.normal(jax.random.key(0), (n, *event))
+    t = jnp.linspace(0.0, 1.0, n)
+    score = lambda y, tt: -y / (s0**2 + tt).reshape((-1,) + (1,) * len(event))
+    xs, ts = np.asarray(x, np.float64).reshape(n, d), np.asarray(t, np.float64)
+    v = s0**2 + ts
+    closed = np.mean(np.sum(xs**2, axis=1) / v**2 - 2 * d / v)
+    exact = float(ism_loss(None, score, x, t))
+    assert exact == pytest.approx(closed, rel=1e-5)
+    # Rademacher probes: v^T (c I) v = c d exactly, so Hutchinson agrees to rounding.
+    hutch = float(ism_loss(jax.random.key(1), score, x, t, divergence="hutchinson"))
+    assert hutch == pytest.approx(closed, rel=1e-5)
+    # A scalar t is the same as that t for every example.
+    same = float(ism_loss(None, score, x, jnp.full((n,), 0.3)))
+    assert float(ism_loss(None, score, x, 0.3)) == pytest.approx(same, rel=1e-6)
+    with pytest.raises(ValueError, match="t must be a scalar or have shape"):
+        ism_loss(None, score, x, jnp.ones(n + 1))
 
 
 def test_divergence_estimators_agree_with_autodiff():

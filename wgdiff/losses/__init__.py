@@ -1,5 +1,6 @@
-"""Training objectives: score matching (DSM, ISM), Ghimire's projection objective,
-Vuong's Wasserstein-gradient-flow flow matching."""
+"""Training objectives: score matching (DSM; implicit score matching of any score function
+by autodiff -- the WPO kernel model's closed-form ISM is ``wgdiff.wpo.ism_loss``), Ghimire's
+projection objective, Vuong's Wasserstein-gradient-flow flow matching."""
 
 from wgdiff.losses.flow_matching import (
     conditional_wgf_velocity,
@@ -27,7 +28,7 @@ from wgdiff.losses.score_matching import (
     divergence,
     dsm_loss,
     dsm_objective,
-    ism_loss,
+    implicit_score_matching_loss,
 )
 
 __all__ = [
@@ -42,7 +43,7 @@ __all__ = [
     "gaussian_projection_minimum",
     "gaussian_projection_norm",
     "ghimire_beta",
-    "ism_loss",
+    "implicit_score_matching_loss",
     "joint_objective",
     "predict_step",
     "projection_loss",

@@ -100,25 +100,35 @@ def dsm_objective(sde: SDE, apply_fn, *, weighting: str = "likelihood", eps: flo
     return loss_fn
 
 
-def divergence(key, fn, x, *, method: str = "exact", n_probes: int = 1):
+# Exact divergence: basis directions pushed through the whole batch this many at a time.
+_EXACT_CHUNK = 16
+
+
+def divergence(
+    key: jax.Array | None, fn, x: jax.Array, *, method: str = "exact", n_probes: int = 1
+) -> jax.Array:
     """Divergence of a vector field ``fn: (n, *event) -> (n, *event)``, per example ``(n,)``.
 
-    ``"exact"`` takes the trace of the per-example Jacobian (d forward-mode passes);
-    ``"hutchinson"`` averages ``v^T J v`` over ``n_probes`` Rademacher ``v``
-    (unbiased, one JVP each). ``fn`` must act on examples independently.
+    ``"exact"`` sums ``(J e_i)_i`` over the ``d`` basis directions ``e_i``, each a JVP
+    of the whole batch (so ``fn`` is always called on the batch it was given: a ``fn``
+    that closes over per-example times ``t (n,)`` stays correct); ``"hutchinson"``
+    averages ``v^T J v`` over ``n_probes`` Rademacher ``v`` (unbiased, one JVP each).
+    ``fn`` must act on examples independently.
     """
     if method not in DIVERGENCES:
         raise ValueError(f"divergence must be one of {DIVERGENCES}, got {method!r}")
     n_probes = check_positive_int(n_probes, "n_probes")
-    event = x.shape[1:]
+    n = x.shape[0]
     d = x[0].size
     if method == "exact":
 
-        def single(xi):
-            flat = lambda v: fn(v.reshape((1,) + event)).reshape(-1)
-            return jnp.trace(jax.jacfwd(flat)(xi.reshape(-1)))
+        def diagonal_entry(i):
+            e = jnp.zeros((n, d), x.dtype).at[:, i].set(1.0).reshape(x.shape)
+            _, jv = jax.jvp(fn, (x,), (e,))
+            return jv.reshape(n, d)[:, i]
 
-        return jax.vmap(single)(x)
+        entries = jax.lax.map(diagonal_entry, jnp.arange(d), batch_size=min(d, _EXACT_CHUNK))
+        return jnp.sum(entries, axis=0)
     probes = jax.random.rademacher(key, (n_probes,) + x.shape, dtype=x.dtype)
 
     def one_probe(v):
@@ -131,18 +141,28 @@ def divergence(key, fn, x, *, method: str = "exact", n_probes: int = 1):
 _divergence = divergence
 
 
-def ism_loss(key, score_fn: ScoreFn, x, t, *, divergence: str = "exact", n_probes: int = 1):
-    """Implicit score matching ``E |s(x, t)|^2 + 2 div s(x, t)`` (Hyvarinen 2005, eq. 4 times 2).
+def implicit_score_matching_loss(
+    key: jax.Array | None,
+    score_fn: ScoreFn,
+    x: jax.Array,
+    t: float | jax.Array,
+    *,
+    divergence: str = "exact",
+    n_probes: int = 1,
+) -> jax.Array:
+    """Implicit score matching of any score function, ``E |s(x, t)|^2 + 2 div s(x, t)``.
 
-    Equals ``E |s - grad log p|^2`` minus a constant independent of ``s``
-    (Zhang et al. eq. 30 uses this form).
+    Hyvarinen (2005) eq. 4 times 2, with the divergence by autodiff (exact or
+    Hutchinson). Equals ``E |s - grad log p|^2`` minus a constant independent of ``s``
+    (Zhang et al. eq. 30 uses this form). For the WPO kernel model's closed form, with
+    no autodiff, see ``wgdiff.wpo.ism_loss``.
 
     Args:
         key: PRNG key (used by the Hutchinson estimator only).
         score_fn: ``(x, t) -> like x``.
         x: ``(n, *event)`` samples of the density whose score is matched.
-        t: scalar or ``(n,)`` time passed to ``score_fn``.
-        divergence: ``"exact"`` (small d) or ``"hutchinson"``.
+        t: scalar or ``(n,)`` per-example times passed to ``score_fn``.
+        divergence: ``"exact"`` (``d`` JVPs of the batch) or ``"hutchinson"``.
         n_probes: Hutchinson probes.
 
     Returns:
@@ -150,6 +170,9 @@ def ism_loss(key, score_fn: ScoreFn, x, t, *, divergence: str = "exact", n_probe
     """
     x = jnp.asarray(x)
     check_ndim(x, tuple(range(2, 6)), "x", "(n, *event)")
+    t = jnp.asarray(t, x.dtype)
+    if t.ndim > 1 or (t.ndim == 1 and t.shape[0] != x.shape[0]):
+        raise ValueError(f"t must be a scalar or have shape (n,) = ({x.shape[0]},), got {t.shape}")
     fn = lambda y: score_fn(y, t)
     s = fn(x)
     div = _divergence(key, fn, x, method=divergence, n_probes=n_probes)
@@ -162,5 +185,5 @@ __all__ = [
     "divergence",
     "dsm_loss",
     "dsm_objective",
-    "ism_loss",
+    "implicit_score_matching_loss",
 ]
