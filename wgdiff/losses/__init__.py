@@ -22,6 +22,12 @@ from wgdiff.losses.projection import (
     projection_weight,
     step_size,
 )
+from wgdiff.losses.projection_oracle import (
+    Eq35Projection,
+    OracleProjection,
+    oracle_minimum,
+    projection_relative_error,
+)
 from wgdiff.losses.score_matching import (
     DIVERGENCES,
     WEIGHTINGS,
@@ -33,6 +39,8 @@ from wgdiff.losses.score_matching import (
 
 __all__ = [
     "DIVERGENCES",
+    "Eq35Projection",
+    "OracleProjection",
     "WEIGHTINGS",
     "StepConditioned",
     "conditional_wgf_velocity",
@@ -45,8 +53,10 @@ __all__ = [
     "ghimire_beta",
     "implicit_score_matching_loss",
     "joint_objective",
+    "oracle_minimum",
     "predict_step",
     "projection_loss",
+    "projection_relative_error",
     "projection_terms",
     "projection_weight",
     "score_to_velocity",

@@ -146,7 +146,8 @@ def projection_terms(
     Returns:
         dict of ``(n,)`` arrays: ``"fit"`` = ``|x_pred + T - x_mean|^2``,
         ``"norm"`` = ``|T|^2``, ``"weight"`` = ``c(t)``, ``"t"``, ``"h"``, and
-        ``"loss"`` = ``fit + weight * norm``.
+        ``"loss"`` = ``fit + weight * norm``; and the ``(n, *event)`` arrays
+        ``"x_pred"``, ``"x_mean"`` and ``"projection"`` = ``T(x_pred, t - h, h)``.
     """
     x0 = jnp.asarray(x0)
     steps = jnp.asarray(_check_n_steps(n_steps))
@@ -172,7 +173,17 @@ def projection_terms(
     fit = _sum_event((x_pred + proj - x_mean) ** 2)
     norm = _sum_event(proj**2)
     weight = projection_weight(sde, t)
-    return {"fit": fit, "norm": norm, "weight": weight, "t": t, "h": h, "loss": fit + weight * norm}
+    return {
+        "fit": fit,
+        "norm": norm,
+        "weight": weight,
+        "t": t,
+        "h": h,
+        "loss": fit + weight * norm,
+        "x_pred": x_pred,
+        "x_mean": x_mean,
+        "projection": proj,
+    }
 
 
 def projection_loss(
