@@ -1,6 +1,8 @@
 """One report for any trained score model: sample quality, Kwon's certificate, Vuong's diagnostics.
 
-:func:`evaluate_score_model` generates samples with the reverse SDE, measures
+:func:`evaluate_score_model` generates samples with any solver of
+``wgdiff.samplers`` on any time grid (default: Euler-Maruyama on the reverse SDE, uniform
+grid), measures
 their W2 distance to held-out data (``wgdiff.metrics.w2``), evaluates the Kwon et
 al. upper bound with its parts (``wgdiff.bounds.wasserstein_bound``) and the
 conservativity of the score (``wgdiff.conservativity``: Jacobian asymmetry and the
@@ -33,7 +35,7 @@ from wgdiff import bounds, conservativity
 from wgdiff._checks import check_finite, check_ndim, check_positive_int
 from wgdiff._types import ScoreFn
 from wgdiff.metrics import w2
-from wgdiff.samplers import euler_maruyama
+from wgdiff.samplers import EulerMaruyama, Solver, TimeGrid, UniformGrid, sample
 from wgdiff.sde import SDE
 
 STARTS = ("prior", "forward_noised")
@@ -90,6 +92,8 @@ def evaluate_score_model(
     n_samples=None,
     n_steps: int = 200,
     eps: float = 1e-3,
+    solver: Solver | None = None,
+    grid: TimeGrid | None = None,
     start: str = "prior",
     n_times: int = 48,
     lipschitz_points=None,
@@ -107,8 +111,11 @@ def evaluate_score_model(
         score_fn: ``(x (n, *event), t) -> (n, *event)``.
         heldout: ``(n, *event)`` held-out data.
         n_samples: generated samples (default ``len(heldout)``).
-        n_steps: Euler-Maruyama steps of the reverse SDE.
-        eps: final time of sampling and first time of the bound's grid.
+        n_steps: steps of the default grid ``UniformGrid(n_steps, eps)`` (unused when
+            ``grid`` is given).
+        eps: final time of the default grid and first time of the bound's grid.
+        solver: a ``wgdiff.samplers`` solver (default ``EulerMaruyama()``).
+        grid: a ``wgdiff.samplers`` time grid (default ``UniformGrid(n_steps, eps)``).
         start: ``"prior"`` (the bound's offset is ``I(T)`` times the synchronous-coupling
             bound on ``W2(p_T, prior)``) or ``"forward_noised"`` (start from the
             held-out data noised to ``T``, so ``p_T = q_T`` and the offset is 0, as in
@@ -123,7 +130,8 @@ def evaluate_score_model(
         n_loops: loops per construction and time.
 
     Returns:
-        JSON-ready dict: ``"w2"`` (generated vs held-out), ``"w2_heldout_halves"`` (W2
+        JSON-ready dict: ``"solver"``, ``"grid"``, ``"n_steps"``, ``"nfe"``, ``"w2"`` (generated
+        vs held-out), ``"w2_heldout_halves"`` (W2
         between two halves of the held-out set: the sampling-noise scale of empirical
         W2, which the bound on the population W2 does not cover), ``"bound"`` (bound,
         loss, loss kind, intercept, offsets, ``"bound_holds"``, the ``L_s(t)`` profile), and
@@ -148,7 +156,11 @@ def evaluate_score_model(
     else:
         x_T = None
         terminal = bounds.prior_w2_upper_bound(sde, heldout)
-    generated = euler_maruyama(k_gen, sde, score_fn, shape, n_steps, eps=eps, x_init=x_T)
+    solver = EulerMaruyama() if solver is None else solver
+    if grid is None:
+        grid = UniformGrid(check_positive_int(n_steps, "n_steps"), eps)
+    run = sample(k_gen, sde, score_fn, shape, solver, grid, x_init=x_T)
+    generated = run.x
     flat = lambda x: x.reshape(x.shape[0], -1)
     distance = float(w2(flat(heldout), flat(generated)))
     half = heldout.shape[0] // 2
@@ -190,7 +202,10 @@ def evaluate_score_model(
     return {
         "n_generated": n,
         "start": start,
-        "n_steps": n_steps,
+        "solver": run.stats["solver"],
+        "grid": run.stats["grid"],
+        "n_steps": run.stats["n_steps"],
+        "nfe": run.nfe,
         "w2": distance,
         "w2_heldout_halves": floor,
         "bound": bound,

@@ -52,6 +52,8 @@ class SDE(abc.ABC):
     """
 
     T: float
+    #: Whether samplers may run down to ``t = 0`` (a flow path with finite velocity there).
+    allows_zero_time = False
 
     @abc.abstractmethod
     def drift_coeff(self, t):
@@ -388,10 +390,12 @@ class RectifiedFlowSDE(SDE):
     ``s = t/T``, ``f = -x / (T - t)``, ``g^2 = 2 t / (T (T - t))``. Drift and
     diffusion blow up at ``t = T``; the deterministic solvers only need ``m, s``
     and a velocity model (``ScoreModel.from_velocity``), so they run on the whole
-    of ``(0, T]``. Stochastic solvers need a grid that starts below ``T``.
+    of ``[0, T]`` (``allows_zero_time``: grids may end at ``t = 0``, the data).
+    Stochastic solvers need a grid that starts below ``T``.
     """
 
     T: float = struct.field(pytree_node=False, default=1.0)
+    allows_zero_time = True
 
     def __post_init__(self):
         _validate_common(self.T)

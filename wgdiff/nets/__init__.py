@@ -2,9 +2,10 @@
 generators and discriminators, and output parameterizations."""
 
 from wgdiff.nets.cholesky import CholeskyMLP, fill_lower_triangular
+from wgdiff.nets.edm import EDMPrecond, edm_coefficients
 from wgdiff.nets.generator import DiscriminatorMLP, GeneratorMLP, LinearGenerator
 from wgdiff.nets.mlp import MLP, PotentialMLP, ScalarMLP, ScoreMLP, SinusoidalEmbedding
-from wgdiff.nets.parameterization import ScoreModel, std_scaled_apply
+from wgdiff.nets.parameterization import ScoreModel, score_apply, std_scaled_apply
 from wgdiff.nets.unet import AttentionBlock, ResBlock, UNet, sinusoidal_embedding
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "AttentionBlock",
     "CholeskyMLP",
     "DiscriminatorMLP",
+    "EDMPrecond",
     "GeneratorMLP",
     "LinearGenerator",
     "PotentialMLP",
@@ -21,7 +23,9 @@ __all__ = [
     "ScoreModel",
     "SinusoidalEmbedding",
     "UNet",
+    "edm_coefficients",
     "fill_lower_triangular",
+    "score_apply",
     "sinusoidal_embedding",
     "std_scaled_apply",
 ]

@@ -245,6 +245,21 @@ def as_score_model(model, sde: SDE) -> ScoreModel:
     return ScoreModel.from_score(model, sde)
 
 
+def _score_apply(apply_fn, sde, kind, params, x, t, *args, **kwargs):
+    return convert(sde, kind, "score", apply_fn(params, x, t, *args, **kwargs), x, t)
+
+
+def score_apply(apply_fn: Callable, sde: SDE, kind: str) -> Callable:
+    """``(params, x, t) -> score`` from a net ``apply_fn`` predicting ``kind`` (a ``Partial``).
+
+    The ``apply``-like form the losses take (``dsm_objective``), e.g.
+    ``score_apply(EDMPrecond(net, sde).apply, sde, "data")``.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    return Partial(_score_apply, pytree_callable(apply_fn, "apply_fn"), sde, kind)
+
+
 def _std_scaled(apply_fn, sde, params, x, t, *args, **kwargs):
     out = apply_fn(params, x, t, *args, **kwargs)
     # out / s(t): the net predicts -eps.
@@ -280,5 +295,6 @@ __all__ = [
     "as_score_model",
     "convert",
     "pytree_callable",
+    "score_apply",
     "std_scaled_apply",
 ]

@@ -16,6 +16,7 @@ from wgdiff.samplers.diffrax_solvers import (
     KINDS,
     ODE_SOLVERS,
     SDE_SOLVERS,
+    Diffrax,
     diffrax_solve,
     log_likelihood,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "Corrector",
     "DPMSolver",
     "DPMSolverPP",
+    "Diffrax",
     "EulerMaruyama",
     "Heun",
     "KarrasGrid",

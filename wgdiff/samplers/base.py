@@ -123,7 +123,7 @@ def static_signature(*trees) -> str:
 
 
 @eqx.filter_jit
-def _run(key, model, shape, solver, ts, x_init, signature):
+def _run(key, model, shape, solver, ts, x_init, return_path, signature):
     # Same key use as the former euler_maruyama / predict_project / probability_flow loops.
     init_key, noise_key = jax.random.split(key)
     x = initial_state(init_key, model.sde, shape, x_init)
@@ -135,13 +135,27 @@ def _run(key, model, shape, solver, ts, x_init, signature):
     def body(carry, inputs):
         x, state = carry
         t, t_next, k, i = inputs
-        return solver.step(model, x, state, Step(t, t_next, i, i == n - 1, k, n)), None
+        x, state = solver.step(model, x, state, Step(t, t_next, i, i == n - 1, k, n))
+        return (x, state), (x if return_path else None)
 
-    (x, state), _ = jax.lax.scan(body, (x, state), (ts[:-1], ts[1:], keys, jnp.arange(n)))
-    return x, state
+    x0 = x
+    (x, state), path = jax.lax.scan(body, (x, state), (ts[:-1], ts[1:], keys, jnp.arange(n)))
+    if return_path:
+        path = jnp.concatenate([x0[None], path])
+    return x, state, path
 
 
-def sample(key, sde: SDE, model, shape, solver: Solver, grid: TimeGrid, *, x_init=None):
+def sample(
+    key,
+    sde: SDE,
+    model,
+    shape,
+    solver: Solver,
+    grid: TimeGrid,
+    *,
+    x_init=None,
+    return_path: bool = False,
+) -> SampleResult:
     """Integrate the reverse process with ``solver`` on ``grid``'s times (one jit-compiled scan).
 
     Args:
@@ -155,6 +169,8 @@ def sample(key, sde: SDE, model, shape, solver: Solver, grid: TimeGrid, *, x_ini
         grid: a :class:`~wgdiff.samplers.grids.TimeGrid`; starts at ``T`` unless
             ``x_init`` is given.
         x_init: optional ``(n, *event)`` start at the grid's first time.
+        return_path: also keep the states at the ``N + 1`` grid times in
+            ``stats["path"]``, ``(N + 1, n, *event)``, and the times in ``stats["times"]``.
 
     Returns:
         :class:`SampleResult` ``(x, nfe, stats)``.
@@ -191,9 +207,13 @@ def sample(key, sde: SDE, model, shape, solver: Solver, grid: TimeGrid, *, x_ini
         if x_init is None:
             raise ValueError("key is None: a key is needed to draw the prior (or pass x_init)")
         key = jax.random.key(0)  # never used for noise: the solver is deterministic
-    x, state = _run(key, model, shape, solver, ts, x_init, static_signature(model, solver))
+    x, state, path = _run(
+        key, model, shape, solver, ts, x_init, bool(return_path), static_signature(model, solver)
+    )
     stats = solver.summarize(state, n_steps)
     stats.update(solver=type(solver).__name__, grid=type(grid).__name__, n_steps=n_steps)
+    if return_path:
+        stats.update(path=path, times=ts)
     return SampleResult(x, stats["nfe"], stats)
 
 

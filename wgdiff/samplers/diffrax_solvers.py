@@ -1,4 +1,10 @@
-"""Adaptive ODE / SDE sampling and exact likelihoods through diffrax.
+"""diffrax inside the solver engine (``Diffrax``), adaptive ODE / SDE sampling, likelihoods.
+
+``Diffrax(solver, rtol, atol)`` wraps any diffrax ODE solver as a
+:class:`~wgdiff.samplers.base.Solver`: each grid interval is one ``diffeqsolve``
+of the probability-flow ODE, adaptive (PID controller) when ``rtol``/``atol`` are
+given, else one solver step per interval. ``diffrax_solve`` is a wrapper over it
+for ``kind="ode"``.
 
 The reverse process runs in ``s = T - t`` so diffrax integrates forward in
 ``s`` from 0 to ``T - eps``: for ``y(s) = x(T - s)``,
@@ -30,12 +36,15 @@ import jax
 import jax.numpy as jnp
 import lineax
 import numpy as np
+from flax import struct
 from jax.tree_util import Partial
 
 from wgdiff._checks import check_finite, check_positive_int
 from wgdiff.losses.score_matching import DIVERGENCES
+from wgdiff.nets.parameterization import as_score_model
 from wgdiff.samplers._common import as_pytree_callable, check_sampler_args
-from wgdiff.samplers.base import initial_state
+from wgdiff.samplers.base import Solver, initial_state, sample, static_signature
+from wgdiff.samplers.grids import ArrayGrid, UniformGrid
 from wgdiff.sde import SDE
 
 KINDS = ("ode", "sde")
@@ -55,29 +64,125 @@ SDE_SOLVERS = {
 }
 
 
-def _single(score_fn, y, t):
-    return score_fn(y[None], jnp.reshape(t, (1,)).astype(y.dtype))[0]
+def _evaluations(solver) -> tuple[int, int]:
+    """(vector-field evaluations per diffrax step, extra initial evaluations per solve)."""
+    tableau = getattr(solver, "tableau", None)
+    if tableau is None:
+        return 1, 0  # Euler-type single-stage solvers
+    stages = len(tableau.c) + 1
+    return (stages - 1, 1) if tableau.fsal else (stages, 0)
 
 
-def _controller(n_steps, span, rtol, atol):
-    if n_steps is None:
-        return diffrax.PIDController(rtol=rtol, atol=atol), None
-    return diffrax.ConstantStepSize(), span / n_steps
+@struct.dataclass
+class Diffrax(Solver):
+    """Any diffrax ODE solver on the probability-flow ODE, one ``diffeqsolve`` per grid interval.
+
+    Each example is integrated on its own (``jax.vmap``), so adaptive steps follow each
+    trajectory. With ``rtol``/``atol`` the step size is controlled by a PID controller
+    (first trial step: the interval / 64); without, each interval is one step of
+    ``solver`` (e.g. ``diffrax.Heun()`` on a ``KarrasGrid``). NFE: stages per step
+    times steps (accepted and rejected) plus the first-same-as-last evaluation of
+    each solve, averaged over examples; ``stats`` also has ``nfe_max``, ``num_steps``
+    and ``success``.
+
+    Attributes:
+        solver: a diffrax ODE solver instance (default ``diffrax.Tsit5()``).
+        rtol, atol: tolerances (both or neither).
+        max_steps: diffrax step budget per interval and example.
+    """
+
+    solver: object = struct.field(pytree_node=False, default_factory=diffrax.Tsit5)
+    rtol: float | None = struct.field(pytree_node=False, default=None)
+    atol: float | None = struct.field(pytree_node=False, default=None)
+    max_steps: int = struct.field(pytree_node=False, default=16_384)
+
+    def __post_init__(self):
+        if not isinstance(self.solver, diffrax.AbstractSolver):
+            raise TypeError(f"solver must be a diffrax solver, got {type(self.solver).__name__}")
+        if (self.rtol is None) != (self.atol is None):
+            raise ValueError("rtol and atol must be given together (adaptive) or not at all")
+        check_positive_int(self.max_steps, "max_steps")
+        if self.adaptive and _evaluations(self.solver) == (1, 0):
+            raise ValueError(
+                f"solver {type(self.solver).__name__} has no error estimate; drop rtol/atol"
+            )
+
+    @property
+    def adaptive(self) -> bool:
+        return self.rtol is not None
+
+    @property
+    def order(self):
+        return self.solver.order(diffrax.ODETerm(lambda t, y, args: y))
+
+    @property
+    def nfe_per_step(self):
+        return _evaluations(self.solver)[0]
+
+    def init(self, model, x, t0):
+        n = x.shape[0]
+        return jnp.zeros((n,), jnp.int32), jnp.ones((n,), bool)
+
+    def step(self, model, x, state, step):
+        sde, event = model.sde, x.shape[1:]
+        T = jnp.asarray(sde.T, x.dtype)
+
+        def field(s, y, args):
+            v = model.velocity(y.reshape((1,) + event), jnp.reshape(T - s, (1,)))
+            return -v.reshape(-1)
+
+        s0, s1 = T - step.t, T - step.t_next
+        if self.adaptive:
+            controller = diffrax.PIDController(rtol=self.rtol, atol=self.atol)
+            dt0 = (s1 - s0) / 64
+        else:
+            controller, dt0 = diffrax.ConstantStepSize(), s1 - s0
+
+        def solve_one(y0):
+            sol = diffrax.diffeqsolve(
+                diffrax.ODETerm(field),
+                self.solver,
+                s0,
+                s1,
+                dt0,
+                y0,
+                stepsize_controller=controller,
+                max_steps=self.max_steps,
+                saveat=diffrax.SaveAt(t1=True),
+            )
+            return sol.ys[0], sol.stats["num_steps"], sol.result == diffrax.RESULTS.successful
+
+        ys, n_steps, ok = jax.vmap(solve_one)(x.reshape(x.shape[0], -1))
+        steps, success = state
+        return ys.reshape(x.shape), (steps + n_steps, success & ok)
+
+    def nfe(self, n_steps):
+        raise TypeError("Diffrax's NFE is only known after the solve: read SampleResult.nfe")
+
+    def summarize(self, state, n_steps):
+        steps, ok = (np.asarray(v) for v in state)
+        per_step, extra = _evaluations(self.solver)
+        nfe = per_step * steps.astype(np.int64) + extra * n_steps
+        return {
+            "nfe": float(nfe.mean()),
+            "nfe_max": int(nfe.max()),
+            "num_steps": float(steps.mean()),
+            "success": bool(ok.all()),
+        }
 
 
 @eqx.filter_jit
-def _solve(
-    key, sde, score_fn, shape, kind, solver_name, rtol, atol, n_steps, eps, x_init, max_steps
+def _solve_sde(
+    key, sde, score_fn, shape, solver_name, rtol, atol, n_steps, eps, x_init, max_steps, signature
 ):
+    """The reverse SDE with a diffrax SDE solver, each example on its own Brownian path."""
     init_key, bm_key = jax.random.split(key)
     x = initial_state(init_key, sde, shape, x_init)
     span = sde.T - eps
-    controller, dt0 = _controller(n_steps, span, rtol, atol)
-    if dt0 is None:
-        dt0 = span / 64
-
-    def ode_field(s, y, args):
-        return -sde.probability_flow_drift(score_fn, y[None], jnp.reshape(sde.T - s, (1,)))[0]
+    if n_steps is None:
+        controller, dt0 = diffrax.PIDController(rtol=rtol, atol=atol), span / 64
+    else:
+        controller, dt0 = diffrax.ConstantStepSize(), span / n_steps
 
     def sde_drift(s, y, args):
         return -sde.reverse_drift(score_fn, y[None], jnp.reshape(sde.T - s, (1,)), 1.0)[0]
@@ -86,27 +191,22 @@ def _solve(
         return sde.diffusion(sde.T - s) * jnp.ones_like(y)
 
     def solve_one(y0, k):
-        if kind == "ode":
-            terms = diffrax.ODETerm(ode_field)
-            solver = ODE_SOLVERS[solver_name][0]()
-        else:
-            levy = (
-                diffrax.SpaceTimeLevyArea
-                if solver_name in ("spark", "shark", "sea")
-                else diffrax.BrownianIncrement
-            )
-            bm = diffrax.VirtualBrownianTree(
-                0.0, span, tol=span / 4096, shape=y0.shape, key=k, levy_area=levy
-            )
-            # Diagonal (elementwise) noise: lineax operator, the form diffrax >= 0.7 expects.
-            diffusion = diffrax.ControlTerm(
-                lambda s, y, a: lineax.DiagonalLinearOperator(sde_diffusion(s, y, a)), bm
-            )
-            terms = diffrax.MultiTerm(diffrax.ODETerm(sde_drift), diffusion)
-            solver = SDE_SOLVERS[solver_name][0]()
+        levy = (
+            diffrax.SpaceTimeLevyArea
+            if solver_name in ("spark", "shark", "sea")
+            else diffrax.BrownianIncrement
+        )
+        bm = diffrax.VirtualBrownianTree(
+            0.0, span, tol=span / 4096, shape=y0.shape, key=k, levy_area=levy
+        )
+        # Diagonal (elementwise) noise: lineax operator, the form diffrax >= 0.7 expects.
+        diffusion = diffrax.ControlTerm(
+            lambda s, y, a: lineax.DiagonalLinearOperator(sde_diffusion(s, y, a)), bm
+        )
+        terms = diffrax.MultiTerm(diffrax.ODETerm(sde_drift), diffusion)
         sol = diffrax.diffeqsolve(
             terms,
-            solver,
+            SDE_SOLVERS[solver_name][0](),
             0.0,
             span,
             dt0,
@@ -181,16 +281,27 @@ def diffrax_solve(
     default_tol = _DEFAULT_TOL[kind]
     rtol = default_tol if rtol is None else rtol
     atol = default_tol if atol is None else atol
+    if kind == "ode":
+        adaptive = n_steps is None
+        adapter = Diffrax(
+            table[solver][0](),
+            float(rtol) if adaptive else None,
+            float(atol) if adaptive else None,
+            max_steps,
+        )
+        grid = ArrayGrid((sde.T, float(eps))) if adaptive else UniformGrid(n_steps, float(eps))
+        res = sample(key, sde, as_pytree_callable(score_fn), shape, adapter, grid, x_init=x_init)
+        stats = {k: res.stats[k] for k in ("nfe", "nfe_max", "num_steps", "success")}
+        return res.x, {**stats, "solver": solver}
     # A Partial (a pytree) rather than a closure, so a second call hits the jit cache.
     flat_score = Partial(_apply_flat, as_pytree_callable(score_fn), shape[1:])
     flat_shape = (shape[0], math.prod(shape[1:]))
     flat_init = None if x_init is None else jnp.reshape(jnp.asarray(x_init), flat_shape)
-    ys, steps, ok = _solve(
+    ys, steps, ok = _solve_sde(
         key,
         sde,
         flat_score,
         flat_shape,
-        kind,
         solver,
         float(rtol),
         float(atol),
@@ -198,6 +309,7 @@ def diffrax_solve(
         float(eps),
         flat_init,
         max_steps,
+        static_signature(sde),
     )
     _, per_step, extra = table[solver]
     steps = np.asarray(steps, dtype=np.int64)
@@ -213,9 +325,11 @@ def diffrax_solve(
 
 
 @eqx.filter_jit
-def _log_likelihood(key, sde, score_fn, x, trace, rtol, atol, eps, max_steps):
+def _log_likelihood(key, model, x, trace, rtol, atol, eps, max_steps, prior_logp, signature):
+    sde = model.sde
+
     def velocity(y, t):
-        return sde.probability_flow_drift(score_fn, y[None], jnp.reshape(t, (1,)))[0]
+        return model.velocity(y[None], jnp.reshape(t, (1,)))[0]
 
     def field(t, state, probe):
         y, _ = state
@@ -244,13 +358,14 @@ def _log_likelihood(key, sde, score_fn, x, trace, rtol, atol, eps, max_steps):
 
     keys = jax.random.split(key, x.shape[0])
     yT, div_integral = jax.vmap(solve_one)(x, keys)
-    return sde.prior_logp(yT) + div_integral
+    base = sde.prior_logp(yT) if prior_logp is None else prior_logp(yT)
+    return base + div_integral
 
 
 def log_likelihood(
     key,
     sde: SDE,
-    score_fn,
+    model,
     x,
     *,
     trace: str = "exact",
@@ -258,6 +373,7 @@ def log_likelihood(
     atol: float = 1e-5,
     eps: float = 1e-5,
     max_steps: int = 16_384,
+    prior_logp=None,
 ):
     """Log-density of ``x`` under the probability-flow ODE model (Song et al. 2021, sec D.2).
 
@@ -268,7 +384,14 @@ def log_likelihood(
 
     Args:
         key: PRNG key (Hutchinson probes).
+        sde: forward SDE.
+        model: a score function ``(x, t) -> like x`` or a ``ScoreModel`` (``v`` is its
+            ``velocity``): e.g. a flow-matching velocity,
+            ``ScoreModel.from_velocity(v, RectifiedFlowSDE(), flow_time=True)``.
         x: ``(n, d)`` points (flattened event).
+        eps: start time, in ``(0, T)`` (``[0, T)`` for SDEs with ``allows_zero_time``,
+            e.g. ``RectifiedFlowSDE``).
+        prior_logp: ``(n, d) -> (n,)`` log-density at ``T`` (default ``sde.prior_logp``).
 
     Returns:
         ``(n,)`` log-likelihoods in nats.
@@ -279,19 +402,24 @@ def log_likelihood(
     if x.ndim != 2:
         raise ValueError(f"x must have shape (n, d), got shape {x.shape}")
     check_finite(x, "x")
-    if not (0.0 < float(eps) < sde.T):
+    lowest = 0.0 if sde.allows_zero_time else np.nextafter(0.0, 1.0)
+    if not (lowest <= float(eps) < sde.T):
         raise ValueError(f"eps must lie in (0, T) = (0, {sde.T}), got {eps!r}")
+    if prior_logp is not None and not callable(prior_logp):
+        raise TypeError(f"prior_logp must be callable (n, d) -> (n,), got {prior_logp!r}")
+    model = as_score_model(model, sde)
     return _log_likelihood(
         key,
-        sde,
-        as_pytree_callable(score_fn),
+        model,
         x,
         trace,
         float(rtol),
         float(atol),
         float(eps),
-        max_steps,
+        check_positive_int(max_steps, "max_steps"),
+        None if prior_logp is None else as_pytree_callable(prior_logp),
+        static_signature(model),
     )
 
 
-__all__ = ["KINDS", "ODE_SOLVERS", "SDE_SOLVERS", "diffrax_solve", "log_likelihood"]
+__all__ = ["KINDS", "ODE_SOLVERS", "SDE_SOLVERS", "Diffrax", "diffrax_solve", "log_likelihood"]

@@ -13,7 +13,8 @@ Every solver runs on every grid. The grids differ in where they put their
 - :class:`ArrayGrid`: the user's times.
 
 ``grid.times(sde)`` returns the ``(N + 1,)`` array and checks it: strictly
-descending, inside ``(0, T]``.
+descending, inside ``(0, T]`` (``[0, T]`` for SDEs with ``allows_zero_time``, the
+flow paths).
 
 Example:
     >>> from wgdiff.sde import VPSDE
@@ -34,6 +35,8 @@ from wgdiff.sde import SDE
 
 
 def _check_eps(eps, sde: SDE) -> float:
+    if float(eps) == 0.0 and sde.allows_zero_time:
+        return 0.0
     if not (0.0 < float(eps) < sde.T):
         raise ValueError(f"eps must lie in (0, T) = (0, {sde.T}), got {eps!r}")
     return float(eps)
@@ -48,7 +51,11 @@ def check_times(times, sde: SDE, name: str = "grid") -> jnp.ndarray:
         raise ValueError(f"{name} times contain NaN or Inf")
     if not np.all(np.diff(arr) < 0):
         raise ValueError(f"{name} times must strictly descend from T towards 0, got {arr.tolist()}")
-    if arr[-1] <= 0.0 or arr[0] > sde.T * (1 + 1e-6):
+    if (
+        arr[-1] < 0.0
+        or (arr[-1] == 0.0 and not sde.allows_zero_time)
+        or arr[0] > sde.T * (1 + 1e-6)
+    ):
         raise ValueError(
             f"{name} times must lie in (0, T] = (0, {sde.T}], got [{arr[-1]}, {arr[0]}]"
         )
