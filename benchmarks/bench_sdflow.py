@@ -1,20 +1,27 @@
-"""SD-flow benchmarks (Weber): chunked kernel sums vs dense, 10^5-particle memory, peers.
+"""SD-flow benchmarks (Weber): the fused SD step against a dense reference, memory, peers.
 
 Measured side by side in one run:
 
-- ``sd_step``: one ``score_difference`` at N = M = 1024 (d = 2 and d = 50), chunked
-  (library defaults, and forced 256 x 256 blocks) vs one dense ``jnp`` evaluation
-  of the same kernel sums (full ``(n, N)`` logits, softmax, matmul); target ratio <= 1.2.
-- ``memory_1e5``: ``score_difference`` with N = M = n = 10^5, d = 2, in a fresh
+- ``sd_step``: one full-data SD-flow update (``particle_flow("sd")``, ANNEAL, SGD:
+  noise, the two kernel sums of eq. 15, the move) at N = M = 1024 and 4096,
+  d = 2, against the same update written densely in ``jnp`` (full ``(M, N)``
+  logits, log-sum-exp softmax, matmul), both jitted. Reported as Gaussian-kernel
+  evaluations per second (``2 N M`` per update), wall and CPU; the fused step's
+  rate is the floor the Weber tables are compared with. Target: fused / dense >= 1.
+- ``memory``: ``score_difference`` with N = M = n = 30 000, d = 2, in a fresh
   subprocess; peak resident memory (``ru_maxrss``) against the same subprocess
-  doing a 1000-point call, target < 2 GiB.
+  doing a 1000-point call, target < 2 GiB (the dense logits alone would need 3.4 GiB).
 - ``svgd_vs_numpy``: our jitted SVGD (median bandwidth, Liu & Wang's AdaGrad) vs a
   plain NumPy transcription of Liu & Wang's ``svgd.py``: time per step and the
   largest particle difference after 100 steps (ours in float64 for the comparison).
 - ``sd_flow_vs_dense``: 100 steps of the kernel SD particle flow vs a dense ``jnp``
   flow (time per step) and vs a float64 NumPy flow (final particle difference).
-- ``table1_wall``: wall time of Table 1 as measured by ``experiments/sd_flow_tables.py``
-  (read from its results JSON, with the trials it ran).
+- ``cfd_monitor``: one CFD evaluation (the tables' monitor, every 5 updates) against
+  one full-data and one drawn-batch SD update: its share of the CPU time.
+- ``tables``: wall and CPU time of Tables 1 and 2 as measured by
+  ``experiments/sd_flow_tables.py`` (read from its results JSON, with the trials,
+  the load average and the kernel evaluations per CPU second it reached), beside
+  the floor measured here.
 """
 
 from __future__ import annotations
@@ -30,10 +37,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks._common import time_call, write_result
+from benchmarks._common import measure, target, write_result
 from wgdiff import sdflow
 
 EXPERIMENT_JSON = Path(__file__).resolve().parents[1] / "experiments" / "results" / "sd_flow.json"
+MEMORY_N = 30_000
 
 
 def dense_score_difference(z, target, source, sigma):
@@ -46,35 +54,75 @@ def dense_score_difference(z, target, source, sigma):
     return denoise(target) - denoise(source)
 
 
+def _flow_step_pair(n: int, d: int):
+    """The fused library update and its dense twin, jitted, with their inputs."""
+    k_t, k_y, k_flow = jax.random.split(jax.random.key(n + d), 3)
+    target = jax.random.normal(k_t, (n, d)) * 0.5 + 3.0
+    particles = jax.random.normal(k_y, (n, d))
+    flow = sdflow.particle_flow("sd", 1000)
+    cond = sdflow.FlowConditions.create(anneal=True, sigma2_const=0.5, step_size=0.1)
+    state = flow.init(k_flow, particles, cond)
+    fused = jax.jit(lambda s, x: flow.update(s, x)[0].particles)
+
+    def dense(s, x):
+        _, k_noise, _, _ = jax.random.split(s.key, 4)
+        sigma = jnp.sqrt(s.conditions.sigma2_const)
+        z = s.particles + sigma * jax.random.normal(k_noise, s.particles.shape)
+        sd = dense_score_difference(z, x, s.particles, sigma)
+        return s.particles + s.conditions.step_size * sdflow.SD_STEP_SCALE * sd
+
+    return fused, jax.jit(dense), state, target
+
+
 def bench_sd_step(quick: bool) -> list[dict]:
     rows = []
-    n = 256 if quick else 1024
-    for d in (2, 50):
-        keys = jax.random.split(jax.random.key(d), 3)
-        z, target, source = (jax.random.normal(k, (n, d)) for k in keys)
-        sigma = jnp.float32(np.sqrt(d))
-        dense = jax.jit(dense_score_difference)
-        chunked = jax.jit(sdflow.score_difference)
-        small = jax.jit(
-            lambda a, b, c, s: sdflow.score_difference(a, b, c, s, z_chunk=256, point_chunk=256)
-        )
+    for n in (256, 1024) if quick else (1024, 4096):
+        d = 2
+        fused, dense, state, tgt = _flow_step_pair(n, d)
         repeats = 5 if quick else 20
-        t_dense = time_call(dense, z, target, source, sigma, repeats=repeats)
-        t_chunked = time_call(chunked, z, target, source, sigma, repeats=repeats)
-        t_small = time_call(small, z, target, source, sigma, repeats=repeats)
-        err = float(
-            jnp.max(jnp.abs(chunked(z, target, source, sigma) - dense(z, target, source, sigma)))
-        )
+        m_fused = measure(fused, state, tgt, repeats=repeats)
+        m_dense = measure(dense, state, tgt, repeats=repeats)
+        evals = 2 * n * n
+        err = float(jnp.max(jnp.abs(fused(state, tgt) - dense(state, tgt))))
         rows.append(
             dict(
-                n=n, d=d, dense_s=t_dense, chunked_default_s=t_chunked,
-                chunked_256x256_s=t_small, ratio_default=t_chunked / t_dense,
-                ratio_256x256=t_small / t_dense, max_abs_diff=err,
-                default_chunks=[sdflow.kernels.DEFAULT_Z_CHUNK,
-                                sdflow.kernels.DEFAULT_POINT_CHUNK],
+                n=n, m=n, d=d, kernel_evaluations_per_step=evals,
+                fused=m_fused, dense=m_dense,
+                fused_evals_per_wall_s=evals / m_fused["wall_s"],
+                fused_evals_per_cpu_s=evals / m_fused["cpu_s"],
+                dense_evals_per_wall_s=evals / m_dense["wall_s"],
+                dense_evals_per_cpu_s=evals / m_dense["cpu_s"],
+                speedup_wall=m_dense["wall_s"] / m_fused["wall_s"],
+                speedup_cpu=m_dense["cpu_s"] / m_fused["cpu_s"],
+                max_abs_diff=err,
+                chunks=[sdflow.kernels.DEFAULT_Z_CHUNK, sdflow.kernels.DEFAULT_POINT_CHUNK],
             )
         )  # fmt: skip
     return rows
+
+
+def bench_cfd_monitor(quick: bool, cfd_every: int = 5) -> dict:
+    """Cost of the tables' CFD monitor (one ``metrics.cfd`` at N = M = 1024, every
+    ``cfd_every`` updates) against one fused full-data SD update and one drawn-batch update."""
+    from wgdiff import metrics
+
+    n = 256 if quick else 1024
+    fused, _, state, tgt = _flow_step_pair(n, 2)
+    cfd = jax.jit(lambda p, x: metrics.cfd(p, x, key=jax.random.key(0)))
+    batch_flow = sdflow.particle_flow("sd", 1000, batch_size=128 if not quick else 32)
+    batch_state = batch_flow.init(state.key, state.particles, state.conditions)
+    batch_step = jax.jit(lambda s, x: batch_flow.update(s, x)[0].particles)
+    repeats = 5 if quick else 20
+    m_cfd = measure(cfd, state.particles, tgt, repeats=repeats)
+    m_full = measure(fused, state, tgt, repeats=repeats)
+    m_batch = measure(batch_step, batch_state, tgt, repeats=repeats)
+    return dict(
+        n=n, cfd_every=cfd_every, cfd=m_cfd, full_step=m_full, batch_step=m_batch,
+        cfd_share_of_full_data_cpu=m_cfd["cpu_s"] / cfd_every
+        / (m_cfd["cpu_s"] / cfd_every + m_full["cpu_s"]),
+        cfd_share_of_batch_cpu=m_cfd["cpu_s"] / cfd_every
+        / (m_cfd["cpu_s"] / cfd_every + m_batch["cpu_s"]),
+    )  # fmt: skip
 
 
 _MEMORY_SCRIPT = textwrap.dedent(
@@ -110,7 +158,7 @@ def _memory_run(n: int) -> dict:
 
 
 def bench_memory(quick: bool) -> dict:
-    n = 10_000 if quick else 100_000
+    n = 10_000 if quick else MEMORY_N
     baseline = _memory_run(1000)
     big = _memory_run(n)
     dense_logits_gib = n * n * 4 / 2**30
@@ -173,13 +221,14 @@ def bench_svgd(quick: bool) -> dict:
     ref = numpy_svgd(theta0, np_score, n_iter, 0.1)
     numpy_s = (time.perf_counter() - start) / n_iter
     ours32 = _ours_svgd(jnp_score, n_iter, 0.1)
-    ours_s = time_call(ours32, jnp.asarray(theta0, jnp.float32), repeats=3) / n_iter
+    m_ours = measure(ours32, jnp.asarray(theta0, jnp.float32), repeats=3)
+    ours_s = m_ours["wall_s"] / n_iter
     with jax.enable_x64(True):
         ours64 = np.asarray(_ours_svgd(jnp_score, n_iter, 0.1)(jnp.asarray(theta0)))
     ours32_out = np.asarray(ours32(jnp.asarray(theta0, jnp.float32)))
     return dict(
         n=n, d=d, steps=n_iter, numpy_s_per_step=numpy_s, ours_s_per_step=ours_s,
-        speedup=numpy_s / ours_s,
+        speedup=numpy_s / ours_s, ours=m_ours,
         max_abs_diff_float64=float(np.max(np.abs(ours64 - ref))),
         max_abs_diff_float32=float(np.max(np.abs(ours32_out - ref))),
         particle_scale=float(np.max(np.abs(ref))),
@@ -187,7 +236,8 @@ def bench_svgd(quick: bool) -> dict:
 
 
 def numpy_sd_flow(y, target, sigma, eta, n_iter):
-    """Dense float64 NumPy SD flow, z = y (no noise), SGD: y <- y + eta (D_p(y) - D_q(y))."""
+    """Dense float64 NumPy SD flow, z = y (no noise), SGD, eq. 15:
+    ``y <- y + (eta / 2) (D_p(y) - D_q(y))``."""
 
     def denoise(z, x):
         logits = -((z[:, None] - x[None]) ** 2).sum(-1) / (2 * sigma**2)
@@ -195,7 +245,7 @@ def numpy_sd_flow(y, target, sigma, eta, n_iter):
         return (w @ x) / w.sum(1, keepdims=True)
 
     for _ in range(n_iter):
-        y = y + eta * (denoise(y, target) - denoise(y, y))
+        y = y + 0.5 * eta * (denoise(y, target) - denoise(y, y))
     return y
 
 
@@ -211,56 +261,118 @@ def bench_sd_flow(quick: bool) -> dict:
 
     def ours(y, tgt):
         state = flow.init(jax.random.key(0), y, cond)
-        return sdflow.run_particle_flow(flow, state, tgt, n_iter)[0].particles
+        return sdflow.run_flow(flow, state, tgt, n_iter)[0].particles
 
     def dense(y, tgt):
         s = jnp.sqrt(jnp.float32(np.float32(sigma**2)))
+        step = jnp.float32(0.1) * sdflow.SD_STEP_SCALE
 
         def body(x, _):
-            return x + jnp.float32(0.1) * dense_score_difference(x, tgt, x, s), None
+            return x + step * dense_score_difference(x, tgt, x, s), None
 
         return jax.lax.scan(body, y, None, length=n_iter)[0]
 
     ours_j, dense_j = jax.jit(ours), jax.jit(dense)
     y32, t32 = jnp.asarray(y0, jnp.float32), jnp.asarray(target, jnp.float32)
-    t_ours = time_call(ours_j, y32, t32, repeats=3) / n_iter
-    t_dense = time_call(dense_j, y32, t32, repeats=3) / n_iter
+    m_ours = measure(ours_j, y32, t32, repeats=3)
+    m_dense = measure(dense_j, y32, t32, repeats=3)
     ref = numpy_sd_flow(y0, target, float(np.sqrt(np.float32(sigma**2))), 0.1, n_iter)
     with jax.enable_x64(True):
         ours64 = np.asarray(jax.jit(ours)(jnp.asarray(y0), jnp.asarray(target)))
     return dict(
-        n=n, d=d, steps=n_iter, ours_s_per_step=t_ours, dense_jnp_s_per_step=t_dense,
-        ratio=t_ours / t_dense,
+        n=n, d=d, steps=n_iter, ours=m_ours, dense=m_dense,
+        ours_s_per_step=m_ours["wall_s"] / n_iter,
+        dense_jnp_s_per_step=m_dense["wall_s"] / n_iter,
+        ratio=m_ours["wall_s"] / m_dense["wall_s"],
         max_abs_diff_vs_numpy_float64=float(np.max(np.abs(ours64 - ref))),
         max_abs_diff_float32=float(np.max(np.abs(np.asarray(ours_j(y32, t32)) - ref))),
     )  # fmt: skip
 
 
-def table1_wall() -> dict:
+def tables_cost(floor_evals_per_cpu_s: float | None) -> dict:
+    """Table wall/CPU times as the experiment recorded them, against the measured floor."""
     if not EXPERIMENT_JSON.exists():
         return dict(available=False, note="run experiments/sd_flow_tables.py first")
     rec = json.loads(EXPERIMENT_JSON.read_text())
-    grid = rec.get("grid", {})
-    return dict(
-        available="wall_s" in grid, wall_s=grid.get("wall_s"), timings_s=grid.get("timings_s"),
-        trials=rec.get("config", {}).get("trials"), steps=rec.get("config", {}).get("steps"),
-        source=str(EXPERIMENT_JSON.relative_to(EXPERIMENT_JSON.parents[2])),
-        note="measured by the experiment run (Table 1 = 16 conditions x 3 methods x trials)",
+    out = dict(
+        available=True, source=str(EXPERIMENT_JSON.relative_to(EXPERIMENT_JSON.parents[2])),
+        steps=rec.get("config", {}).get("steps"), quick=rec.get("quick"),
+        floor_evals_per_cpu_s=floor_evals_per_cpu_s,
     )  # fmt: skip
+    for table, label in (("grid", "table1"), ("question_mark", "table2")):
+        t = rec.get(table)
+        if not t or "cost" not in t:
+            out[label] = dict(available=False)
+            continue
+        evals = sum(g["kernel_evaluations"] for g in t["timings"].values())
+        cpu = sum(g["cpu_s"] for g in t["timings"].values())
+        out[label] = dict(
+            available=True, trials=t.get("trials"), methods=rec.get("methods"),
+            wall_s=t["cost"]["wall_s"], cpu_s=t["cost"]["cpu_s"],
+            load_avg_1min_start=t["cost"]["load_avg_1min_start"],
+            load_avg_1min_end=t["cost"]["load_avg_1min_end"],
+            flow_kernel_evaluations=evals, flow_cpu_s=cpu,
+            flow_evals_per_cpu_s=evals / cpu,
+            fraction_of_floor=(evals / cpu / floor_evals_per_cpu_s
+                               if floor_evals_per_cpu_s else None),
+            cpu_s_at_floor=evals / floor_evals_per_cpu_s if floor_evals_per_cpu_s else None,
+        )  # fmt: skip
+    return out
 
 
 def run(quick: bool = False) -> dict:
+    sd_step = bench_sd_step(quick)
+    at_1024 = next((r for r in sd_step if r["n"] == 1024), sd_step[-1])
     record = dict(
         quick=quick,
-        sd_step=bench_sd_step(quick),
-        memory_1e5=bench_memory(quick),
+        sd_step=sd_step,
+        memory=bench_memory(quick),
         svgd_vs_numpy=bench_svgd(quick),
         sd_flow_vs_dense=bench_sd_flow(quick),
-        table1_wall=table1_wall(),
+        cfd_monitor=bench_cfd_monitor(quick),
+        tables=tables_cost(at_1024["fused_evals_per_cpu_s"]),
     )
-    write_result("sdflow_quick" if quick else "sdflow", record)
+    record["targets"] = [
+        target(f"SD step kernel evals/s, fused / dense (N = M = {r['n']})", r["speedup_cpu"],
+               at_least=1.0)
+        for r in sd_step
+    ] + [target(f"score_difference peak RSS GiB (n = {record['memory']['n']})",
+                record["memory"]["peak_rss_gib"], at_most=2.0)]  # fmt: skip
+    write_result("sdflow", record)
     return record
 
 
+def headline(record: dict) -> dict:
+    """The numbers the benchmark summary shows."""
+    out = {}
+    for row in record["sd_step"]:
+        out[f"SD step kernel evals/s, fused (N = M = {row['n']}, CPU)"] = row[
+            "fused_evals_per_cpu_s"
+        ]
+        out[f"SD step fused / dense speed (N = M = {row['n']}, CPU)"] = row["speedup_cpu"]
+    mem = record["memory"]
+    out[f"score_difference at n={mem['n']}: peak RSS GiB"] = mem["peak_rss_gib"]
+    svgd = record["svgd_vs_numpy"]
+    out[f"SVGD s/step, ours vs NumPy (n={svgd['n']})"] = (
+        f"{svgd['ours_s_per_step']:.3g} vs {svgd['numpy_s_per_step']:.3g}"
+    )
+    flow = record["sd_flow_vs_dense"]
+    out[f"SD flow max abs diff to NumPy f64 after {flow['steps']} steps"] = flow[
+        "max_abs_diff_vs_numpy_float64"
+    ]
+    cfd = record["cfd_monitor"]
+    out["CFD monitor share of CPU (full data / batch rows)"] = (
+        f"{cfd['cfd_share_of_full_data_cpu']:.3f} / {cfd['cfd_share_of_batch_cpu']:.3f}"
+    )
+    for label in ("table1", "table2"):
+        t = record["tables"].get(label, {})
+        if t.get("available"):
+            out[f"{label}: wall s / CPU s ({t['trials']} trials)"] = (
+                f"{t['wall_s']:.0f} / {t['cpu_s']:.0f}"
+            )
+            out[f"{label}: flow kernel evals per CPU s / floor"] = t["fraction_of_floor"]
+    return out
+
+
 if __name__ == "__main__":
-    print(json.dumps(run(quick="--quick" in sys.argv), indent=2))
+    print(json.dumps(run(quick="--quick" in sys.argv), indent=2, default=str))

@@ -2,20 +2,25 @@
 
 Tables 1/3: 25-Gaussian grid in R^2; Tables 2/4: 30-Gaussian question mark in
 R^3. Every condition of sec. 7.1 (ADAGRAD x BATCH x CONST x ANNEAL [x OFFSET])
-for SD flow, MMD gradient flow and SVGD, ``--trials`` independent trials of
-``--steps`` iterations, eta = 0.1. A run converges when its minimum CFD
-(K = 256 frequencies ~ N(0, I), evaluated every ``--cfd-every`` steps against
-the target set) falls below the threshold computed as the paper does: the
-maximum CFD over ``--threshold-pairs`` pairs of independent target draws of
+for SD flow, MMD gradient flow and SVGD (plus SVGD with the exact mixture
+score as a labelled extra column), ``trials`` independent trials of ``steps``
+iterations, eta = 0.1. A run converges when its minimum CFD (K = 256
+frequencies ~ N(0, I), evaluated every ``cfd_every`` steps after the updates,
+against the target set) falls below the threshold computed as the paper does:
+the maximum CFD over ``threshold_pairs`` pairs of independent target draws of
 the same size. Also: Fig. 1/2 evolution strips, Fig. 3 swiss roll <->
-question mark interpolation, Fig. 4 nearest-neighbour histogram, Fig. 5
-R^50 generator fit (Alg. 2, App. C.4).
+question mark interpolation, Fig. 4 nearest-neighbour histogram, Fig. 5 R^50
+generator fit (Alg. 2, App. C.4).
 
-Geometry (Weber published no code; see ``GEOMETRY`` below and
-``wgdiff.data.toy``): grid centres {-4,-2,0,2,4}^2, std 0.05; base N((-10, 10),
-I), beyond the top-left component (-4, 4). Question mark: 30 centres in the
-plane z = 0 (hook of 20 on a unit circle, stem of 4, dot of 6), std 0.1; base
-N(target mean + OFFSET, 0.5^2 I) with OFFSET = (3, 3, 3) or 0 (centred).
+Weber published no code, so two geometric choices are searched for and the
+search is written to the JSON (``geometry_search``):
+
+- the question mark (``wgdiff.data.toy.question_mark_mixture``, its base and
+  offset) is scaled by the factor whose CFD threshold is closest to the
+  paper's 0.0612 (required within 10%);
+- the grid's base ``N((-10, 10), s^2 I)`` gets the std ``s`` whose initial CFD
+  is closest to the level of the paper's non-moving rows (Table 3, MMD without
+  AdaGrad on full data, 0.58-0.61).
 
 Usage:
     python experiments/sd_flow_tables.py            # full run -> experiments/results/
@@ -28,6 +33,7 @@ import argparse
 import itertools
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -42,36 +48,43 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from wgdiff import metrics, sdflow  # noqa: E402
 from wgdiff.data import toy  # noqa: E402
+from wgdiff.data.toy.mixture import GaussianMixture  # noqa: E402
 from wgdiff.nets.generator import LinearGenerator  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 NAME = "sd_flow"
-METHODS = ("sd", "mmd", "svgd")
-# SVGD needs the target score. "svgd" uses the exact mixture score; "svgd_kernel"
-# estimates it from the target sample (batch) at the condition's bandwidth,
-# (D_p(x) - x) / sigma^2, i.e. SVGD sees the same data as SD and MMD.
-ALL_METHODS = METHODS + ("svgd_kernel",)
-PAPER_COLUMN = {"sd": 0, "mmd": 1, "svgd": 2, "svgd_kernel": 2}
-PAPER_THRESHOLDS = {"grid": 0.0651, "question_mark": 0.0612}
-GEOMETRY = {
-    "grid": {
-        "target": "wgdiff.data.toy.grid25_mixture: centres {-4,-2,0,2,4}^2, std 0.05, "
-        "equal weights",
-        "base": "N((-10, 10), I): far off, closest to the top-left component (-4, 4)",
-        "cosine": {"sigma2_max": 10.0, "sigma2_min": 0.5},
-    },
-    "question_mark": {
-        "target": "wgdiff.data.toy.question_mark_mixture: 30 centres in the plane z = 0 "
-        "(20-centre hook on the unit circle about (0, 1, 0), 4-centre stem, "
-        "6-centre octahedral dot at (0, -1.75, 0)), std 0.1",
-        "base": "N(target mean + offset, 0.5^2 I), offset (3, 3, 3) (OFFSET) or 0 (centred)",
-        "cosine": {"sigma2_max": 4.0, "sigma2_min": 0.5},
-    },
+ETA = 0.1
+# Columns: the paper's three methods as the paper ran them, plus labelled extras.
+# "svgd": the kernel score of the target sample (its own bandwidth tau, here the
+# condition's noise level sigma: the score of the smoothed proxy p~ of eq. 12-13) and
+# an SVGD kernel whose bandwidth is the condition's noise level (sec. 7.1 runs every
+# algorithm under the constant and the cosine noise schedules). Extras: the exact
+# mixture score ("svgd_exact") and Liu & Wang's per-iteration median bandwidth
+# ("svgd_median", Table 1 only by default: CPU budget).
+METHOD_SPECS = {
+    "sd": dict(method="sd"),
+    "mmd": dict(method="mmd"),
+    "svgd": dict(method="svgd", score="kernel", score_bandwidth=None, svgd_bandwidth="sigma"),
+    "svgd_exact": dict(method="svgd", score="exact", svgd_bandwidth="sigma"),
+    "svgd_median": dict(
+        method="svgd", score="kernel", score_bandwidth=None, svgd_bandwidth="median"
+    ),
 }
+METHODS = {
+    "grid": ("sd", "mmd", "svgd", "svgd_exact", "svgd_median"),
+    "question_mark": ("sd", "mmd", "svgd", "svgd_exact"),
+}
+PAPER_COLUMN = {"sd": 0, "mmd": 1, "svgd": 2, "svgd_exact": 2, "svgd_median": 2}
+PAPER_THRESHOLDS = {"grid": 0.0651, "question_mark": 0.0612}
+BATCH_UPDATE = "drawn"  # Alg. 1 as printed: only the drawn batch moves
 GRID_BASE_MEAN = (-10.0, 10.0)
-GRID_BASE_STD = 1.0
 QM_OFFSET = (3.0, 3.0, 3.0)
 QM_BASE_STD = 0.5
+COSINE = {"grid": (10.0, 0.5), "question_mark": (4.0, 0.5)}  # (sigma2_max, sigma2_min)
+# Geometry search grids (see the module docstring).
+QM_SCALES = (1.0, 2.0, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0)
+GRID_BASE_STDS = (0.3, 0.5, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0, 1.2)
+THRESHOLD_TOLERANCE = 0.10
 
 # Paper numbers, copied from the text. Rows in the paper's order (N before Y,
 # ADAGRAD outermost). Convergence: (SD, MMD, SVGD); mean minimum CFD likewise.
@@ -103,12 +116,15 @@ PAPER_TABLE4 = [
 
 FULL = dict(
     n_points=1024, batch_size=128, steps=1000, trials=5, cfd_every=5, segment=50,
-    threshold_pairs=1000, r50_steps=1000, r50_train=10000, interp_steps=1000,
+    threshold_pairs=1000, search_pairs=200, r50_steps=1000, r50_train=10000,
+    interp_steps=1000,
 )  # fmt: skip
 QUICK = dict(
     n_points=128, batch_size=32, steps=40, trials=1, cfd_every=5, segment=20,
-    threshold_pairs=50, r50_steps=40, r50_train=1024, interp_steps=40,
+    threshold_pairs=50, search_pairs=20, r50_steps=40, r50_train=1024, interp_steps=40,
 )  # fmt: skip
+# Level of the paper's non-moving rows on the grid: Table 3, MMD, no AdaGrad, full data.
+PAPER_NON_MOVING_GRID = float(np.mean([row[1] for row in PAPER_TABLE3[:4]]))
 
 
 def condition_rows(with_offset: bool) -> list[dict]:
@@ -119,53 +135,159 @@ def condition_rows(with_offset: bool) -> list[dict]:
     ]
 
 
-def make_table_runner(method, batch_size, n_steps, segment, cfd_every, target_score):
+def scaled_mixture(gm: GaussianMixture, scale: float) -> GaussianMixture:
+    """The mixture with every length multiplied by ``scale`` (centres and stds)."""
+    return GaussianMixture.isotropic(gm.means * scale, gm.stds * scale)
+
+
+def cpu_clock() -> dict:
+    """Wall and process CPU seconds (all threads) and the 1-minute load average, now."""
+    return dict(wall=time.perf_counter(), cpu=time.process_time(), load=os.getloadavg()[0])
+
+
+def elapsed(start: dict) -> dict:
+    """Wall and CPU seconds since ``start`` and the load average at both ends."""
+    now = cpu_clock()
+    return dict(
+        wall_s=now["wall"] - start["wall"], cpu_s=now["cpu"] - start["cpu"],
+        load_avg_1min_start=start["load"], load_avg_1min_end=now["load"],
+    )  # fmt: skip
+
+
+def search_question_mark_scale(key, cfg, log) -> dict:
+    """Scale of the question mark whose CFD threshold is closest to the paper's 0.0612."""
+    base = toy.question_mark_mixture()
+    n = cfg["n_points"]
+    rows = []
+    for scale in QM_SCALES:
+        gm = scaled_mixture(base, scale)
+        thr = metrics.cfd_threshold(key, gm.sample, n, n_trials=cfg["search_pairs"])
+        rows.append(dict(scale=scale, threshold=thr))
+    target = PAPER_THRESHOLDS["question_mark"]
+    best = min(rows, key=lambda r: abs(r["threshold"] - target))
+    log(
+        f"[geometry] question mark scale {best['scale']}: threshold {best['threshold']:.4f} "
+        f"({cfg['search_pairs']} pairs; paper {target})"
+    )
+    return dict(
+        rule="scale of the question-mark problem (centres, component std, base std, offset) "
+        "whose CFD threshold is closest to the paper's 0.0612",
+        pairs_per_candidate=cfg["search_pairs"], candidates=rows, chosen=best["scale"],
+    )  # fmt: skip
+
+
+def search_grid_base_std(key, target, cfg, trials, log) -> dict:
+    """Std of the grid's base whose initial CFD matches the paper's non-moving rows."""
+    unit = jax.random.normal(jax.random.fold_in(key, 1), (trials, cfg["n_points"], 2))
+    rows = []
+    for std in GRID_BASE_STDS:
+        base = std * unit + jnp.asarray(GRID_BASE_MEAN)
+        c = [
+            float(metrics.cfd(b, target, key=jax.random.fold_in(key, t)))
+            for t, b in enumerate(base)
+        ]
+        s2 = float(np.mean([float(sdflow.median_heuristic_sigma2(b)) for b in base]))
+        rows.append(dict(std=std, initial_cfd=float(np.mean(c)), median_sigma2=s2))
+    best = min(rows, key=lambda r: abs(r["initial_cfd"] - PAPER_NON_MOVING_GRID))
+    log(
+        f"[geometry] grid base std {best['std']}: initial CFD {best['initial_cfd']:.4f} "
+        f"(paper's non-moving rows {PAPER_NON_MOVING_GRID:.4f})"
+    )
+    return dict(
+        rule="std s of the base N((-10, 10), s^2 I) whose mean initial CFD (over the trials' "
+        "base draws and CFD keys) is closest to the mean of Table 3's MMD rows without AdaGrad "
+        "on full data (the paper's non-moving level)",
+        paper_non_moving_level=PAPER_NON_MOVING_GRID, candidates=rows, chosen=best["std"],
+    )  # fmt: skip
+
+
+def kernel_evaluations(spec: dict, n_target: int, n_particles: int, batch: int | None) -> int:
+    """Gaussian-kernel evaluations of one update (the blocks the direction sums over)."""
+    b_t = n_target if batch is None else min(batch, n_target)
+    b_q = n_particles if batch is None else batch
+    moved = n_particles if batch is None else batch  # BATCH_UPDATE = "drawn"
+    if spec["method"] in ("sd", "mmd"):
+        return moved * (b_t + b_q)
+    score = b_q * b_t if spec["score"] == "kernel" else 0
+    return moved * b_q + score
+
+
+def make_table_runner(spec, batch_size, n_steps, segment, cfd_every, exact_score, over):
     """One jitted program advancing a stack of runs (conditions x trials) by ``segment`` steps.
 
-    The stack is mapped with ``lax.map`` rather than ``vmap``: the flow vmaps
-    correctly, but on CPU the batched kernel blocks ran ~5x slower than running
-    the same compiled step over the runs in sequence (measured, see the JSON).
+    ``over="map"`` runs the stack with ``lax.map`` (one run after the other inside
+    the program), ``"vmap"`` batches it; on CPU the full-data kernel blocks run
+    several times faster mapped than batched, the small batch blocks faster batched
+    (measured: ``runner_choice`` in the JSON).
     """
-    flow = sdflow.particle_flow(method, n_steps, batch_size=batch_size, target_score=target_score)
+    kwargs = dict(batch_size=batch_size, batch_update=BATCH_UPDATE)
+    if spec["method"] == "svgd":
+        kwargs["svgd_bandwidth"] = spec["svgd_bandwidth"]
+        if spec["score"] == "exact":
+            kwargs["target_score"] = exact_score
+        else:
+            kwargs["score_bandwidth"] = spec["score_bandwidth"]
+    flow = sdflow.particle_flow(spec["method"], n_steps, **kwargs)
 
     def one(state, target, cfd_key):
-        monitor = lambda p: metrics.cfd(p, target, key=cfd_key)
-        return sdflow.run_particle_flow(
+        monitor = lambda s, info: metrics.cfd(s.particles, target, key=cfd_key)
+        return sdflow.run_flow(
             flow, state, target, segment, monitor=monitor, monitor_every=cfd_every
         )
 
-    run = jax.jit(lambda states, target, keys: jax.lax.map(
-        lambda sk: one(sk[0], target, sk[1]), (states, keys)))  # fmt: skip
+    if over == "vmap":
+        run = jax.jit(jax.vmap(one, in_axes=(0, None, 0)))
+    else:
+        run = jax.jit(lambda states, target, keys: jax.lax.map(
+            lambda sk: one(sk[0], target, sk[1]), (states, keys)))  # fmt: skip
     init = jax.jit(jax.vmap(flow.init))
     return init, run
 
 
-def run_table(key, table, cfg, log, methods=METHODS):
+def run_table(key, table, cfg, log, methods):
     """All conditions x methods x trials of one table; returns per-run min CFD and snapshots."""
     d = 2 if table == "grid" else 3
     with_offset = table == "question_mark"
-    gm = toy.grid25_mixture() if table == "grid" else toy.question_mark_mixture()
-    cosine = GEOMETRY[table]["cosine"]
-    k_target, k_base, k_flow, k_cfd, k_thr = jax.random.split(key, 5)
+    k_target, k_base, k_flow, k_cfd, k_thr, k_search = jax.random.split(key, 6)
     n = cfg["n_points"]
-    target = gm.sample(k_target, n)
-    rows = condition_rows(with_offset)
     trials = cfg["trials"]
+    clock = cpu_clock()
+    if table == "grid":
+        gm = toy.grid25_mixture()
+        target = gm.sample(k_target, n)
+        search = search_grid_base_std(k_cfd, target, cfg, trials, log)
+    else:
+        search = search_question_mark_scale(k_search, cfg, log)
+        gm = scaled_mixture(toy.question_mark_mixture(), search["chosen"])
+        target = gm.sample(k_target, n)
+    search["cost"] = elapsed(clock)
+    rows = condition_rows(with_offset)
+    sigma2_max, sigma2_min = COSINE[table]
 
     # Base draws: one standard-normal draw per trial, shifted/scaled per condition.
     unit = jax.random.normal(k_base, (trials, n, d))
     if table == "grid":
-        bases = {0: GRID_BASE_STD * unit + jnp.asarray(GRID_BASE_MEAN)}
+        base_std = search["chosen"]
+        bases = {0: base_std * unit + jnp.asarray(GRID_BASE_MEAN)}
+        geometry = dict(
+            target="wgdiff.data.toy.grid25_mixture: centres {-4,-2,0,2,4}^2, std 0.05, equal "
+            "weights", base=f"N((-10, 10), {base_std}^2 I)", cosine=COSINE[table],
+        )  # fmt: skip
     else:
+        scale = search["chosen"]
         centre = target.mean(0)
-        bases = {
-            0: QM_BASE_STD * unit + centre,
-            1: QM_BASE_STD * unit + centre + jnp.asarray(QM_OFFSET),
-        }
+        offset = jnp.asarray(QM_OFFSET) * scale
+        bases = {0: QM_BASE_STD * scale * unit + centre,
+                 1: QM_BASE_STD * scale * unit + centre + offset}  # fmt: skip
+        geometry = dict(
+            target=f"wgdiff.data.toy.question_mark_mixture scaled by {scale}: 30 centres in the "
+            f"plane z = 0, component std {0.1 * scale:g}",
+            base=f"N(target mean + offset, ({QM_BASE_STD * scale:g})^2 I), offset "
+            f"{[round(float(o), 6) for o in offset]} (OFFSET) or 0", cosine=COSINE[table],
+        )  # fmt: skip
     sigma2_const = {
         off: [float(sdflow.median_heuristic_sigma2(b)) for b in base] for off, base in bases.items()
     }
-
     initial_cfd = {
         off: [
             float(metrics.cfd(b, target, key=jax.random.fold_in(k_cfd, t)))
@@ -173,11 +295,12 @@ def run_table(key, table, cfg, log, methods=METHODS):
         ]
         for off, base in bases.items()
     }
-    start = time.time()
+    clock = cpu_clock()
     thr = metrics.cfd_threshold(k_thr, gm.sample, n, n_trials=cfg["threshold_pairs"])
+    threshold_cost = elapsed(clock)
     log(
         f"[{table}] CFD threshold {thr:.4f} (paper {PAPER_THRESHOLDS[table]}) "
-        f"in {time.time() - start:.1f}s"
+        f"in {threshold_cost['wall_s']:.1f}s"
     )
 
     snapshot_steps = sorted({0, *range(cfg["segment"], cfg["steps"] + 1, cfg["segment"])})
@@ -185,6 +308,7 @@ def run_table(key, table, cfg, log, methods=METHODS):
     snapshots = {m: {} for m in methods}
     timings = {}
     for method in methods:
+        spec = METHOD_SPECS[method]
         for batch in (0, 1):
             sel = [i for i, r in enumerate(rows) if r["batch"] == batch]
             conds, states_particles, keys, cfd_keys = [], [], [], []
@@ -195,18 +319,17 @@ def run_table(key, table, cfg, log, methods=METHODS):
                     conds.append(sdflow.FlowConditions.create(
                         adagrad=bool(r["adagrad"]), anneal=bool(r["anneal"]),
                         constant_noise=bool(r["const"]), sigma2_const=sigma2_const[off][t],
-                        sigma2_max=cosine["sigma2_max"], sigma2_min=cosine["sigma2_min"],
-                        step_size=0.1,
+                        sigma2_max=sigma2_max, sigma2_min=sigma2_min, step_size=ETA,
                     ))  # fmt: skip
                     states_particles.append(bases[off][t])
                     keys.append(jax.random.fold_in(k_flow, t))
                     cfd_keys.append(jax.random.fold_in(k_cfd, t))
+            over = "vmap" if batch else "map"
             init, run = make_table_runner(
-                "svgd" if method == "svgd_kernel" else method,
-                cfg["batch_size"] if batch else None, cfg["steps"], cfg["segment"],
-                cfg["cfd_every"], None if method == "svgd_kernel" else gm.score,
+                spec, cfg["batch_size"] if batch else None, cfg["steps"], cfg["segment"],
+                cfg["cfd_every"], gm.score, over,
             )  # fmt: skip
-            start = time.time()
+            clock = cpu_clock()
             state = init(
                 jnp.stack(keys), jnp.stack(states_particles), sdflow.stack_conditions(conds)
             )
@@ -218,11 +341,20 @@ def run_table(key, table, cfg, log, methods=METHODS):
                 snaps.append(np.asarray(state.particles))
             trace = np.concatenate(traces, axis=1)  # (runs, steps / cfd_every)
             trace = np.where(np.isfinite(trace), trace, np.inf)
-            elapsed = time.time() - start
-            timings[f"{method}/batch={batch}"] = elapsed
+            cost = elapsed(clock)
+            n_updates = len(conds) * cfg["steps"]
+            evals = kernel_evaluations(spec, n, n, cfg["batch_size"] if batch else None)
+            cost.update(
+                runs=len(conds), updates=n_updates, runner=over,
+                kernel_evaluations=evals * n_updates,
+                kernel_evaluations_per_cpu_s=evals * n_updates / max(cost["cpu_s"], 1e-9),
+                kernel_evaluations_per_wall_s=evals * n_updates / max(cost["wall_s"], 1e-9),
+            )  # fmt: skip
+            timings[f"{method}/batch={batch}"] = cost
             log(
-                f"[{table}] {method:4s} batch={batch}: {len(conds)} runs x {cfg['steps']} steps "
-                f"in {elapsed:.1f}s"
+                f"[{table}] {method:10s} batch={batch}: {len(conds)} runs x {cfg['steps']} steps "
+                f"in {cost['wall_s']:.1f}s wall, {cost['cpu_s']:.1f}s CPU "
+                f"(load {cost['load_avg_1min_end']:.1f})"
             )
             min_cfd = trace.min(axis=1).reshape(len(sel), trials)
             final_finite = np.isfinite(snaps[-1]).all(axis=(1, 2)).reshape(len(sel), trials)
@@ -234,9 +366,9 @@ def run_table(key, table, cfg, log, methods=METHODS):
                 # Trial-0 snapshots of every row, for the evolution strips and Fig. 4.
                 snapshots[method][i] = np.stack([s[j * trials] for s in snaps])
     return dict(
-        target=np.asarray(target), rows=rows, threshold=thr, results=results,
-        snapshots=snapshots, snapshot_steps=snapshot_steps, timings=timings,
-        sigma2_const=sigma2_const, initial_cfd=initial_cfd,
+        target=np.asarray(target), rows=rows, threshold=thr, threshold_cost=threshold_cost,
+        results=results, snapshots=snapshots, snapshot_steps=snapshot_steps, timings=timings,
+        sigma2_const=sigma2_const, initial_cfd=initial_cfd, geometry=geometry, search=search,
     )  # fmt: skip
 
 
@@ -247,10 +379,11 @@ def table_markdown(table_out, paper_conv, paper_cfd, with_offset) -> tuple[str, 
     head = ["ADAGRAD", "BATCH", "CONST", "ANNEAL"] + (["OFFSET"] if with_offset else [])
     yn = lambda v: "Y" if v else "N"
     ours = " | ".join(m.upper() for m in methods)
-    paper = " | ".join(f"paper {m.upper()}" for m in methods)
+    paper_names = ("SD", "MMD", "SVGD")
+    paper = " | ".join(f"paper {m}" for m in paper_names)
     conv_lines = ["| " + " | ".join(head) + f" | {ours} | {paper} |"]
     cfd_lines = [conv_lines[0]]
-    sep = "|" + "---|" * (len(head) + 2 * len(methods))
+    sep = "|" + "---|" * (len(head) + len(methods) + len(paper_names))
     conv_lines.append(sep)
     cfd_lines.append(sep)
     records = []
@@ -267,11 +400,11 @@ def table_markdown(table_out, paper_conv, paper_cfd, with_offset) -> tuple[str, 
         p_cfd = [paper_cfd[i][PAPER_COLUMN[m]] for m in methods]
         conv_lines.append(
             f"| {flags} | " + " | ".join(f"{c:.1f}" for c in conv) + " | "
-            + " | ".join(str(v) for v in p_conv) + " |"
+            + " | ".join(str(v) for v in paper_conv[i]) + " |"
         )  # fmt: skip
         cfd_lines.append(
             f"| {flags} | " + " | ".join(f"{c:.4f}" for c in means) + " | "
-            + " | ".join(f"{v:.4f}" for v in p_cfd) + " |"
+            + " | ".join(f"{v:.4f}" for v in paper_cfd[i]) + " |"
         )  # fmt: skip
         records.append(
             dict(
@@ -295,6 +428,11 @@ def plot_strip(path, table_out, row_index, title):
     fig, axes = plt.subplots(
         len(methods), len(cols), figsize=(2.2 * len(cols), 2.2 * len(methods)), squeeze=False
     )
+    # Axes span the target and the base draw, with a margin.
+    both = np.concatenate([target, table_out["snapshots"][methods[0]][row_index][0]])
+    lo, hi = both[:, :2].min(0), both[:, :2].max(0)
+    pad = 0.1 * (hi - lo).max()
+    lims = [(lo[k] - pad, hi[k] + pad) for k in range(2)]
     for r, m in enumerate(methods):
         snaps = table_out["snapshots"][m][row_index]
         for c, idx in enumerate(cols):
@@ -303,8 +441,8 @@ def plot_strip(path, table_out, row_index, title):
             pts = snaps[idx]
             ok = np.isfinite(pts).all(1)
             ax.scatter(pts[ok, 0], pts[ok, 1], s=1, c="tab:blue", alpha=0.5)
-            ax.set_xlim(-12, 8) if target.shape[1] == 2 else ax.set_xlim(-3, 6)
-            ax.set_ylim(-8, 12) if target.shape[1] == 2 else ax.set_ylim(-3, 6)
+            ax.set_xlim(*lims[0])
+            ax.set_ylim(*lims[1])
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
@@ -317,12 +455,15 @@ def plot_strip(path, table_out, row_index, title):
     plt.close(fig)
 
 
-def run_interpolation(key, cfg, log):
-    """Fig. 3: SD flow swiss roll -> question mark and back (cosine schedule of sec. 7.2.2)."""
+def run_interpolation(key, cfg, log, scale):
+    """Fig. 3: SD flow swiss roll -> question mark and back (cosine schedule of sec. 7.2.2).
+
+    Both shapes are scaled by the question mark's ``scale`` of Tables 2/4.
+    """
     n = cfg["n_points"]
     k1, k2, k3 = jax.random.split(key, 3)
-    roll = toy.sample_swiss_roll_3d(k1, n)
-    qm = toy.question_mark_mixture().sample(k2, n)
+    roll = toy.sample_swiss_roll_3d(k1, n, noise=0.1 * scale, scale=0.2 * scale)
+    qm = scaled_mixture(toy.question_mark_mixture(), scale).sample(k2, n)
     steps = cfg["interp_steps"]
     flow = sdflow.particle_flow("sd", steps)
     cond = sdflow.FlowConditions.create(
@@ -332,7 +473,7 @@ def run_interpolation(key, cfg, log):
     state = jax.vmap(flow.init)(jax.random.split(k3, 2), jnp.stack([roll, qm]), conds)
     targets = jnp.stack([qm, roll])
     seg = cfg["segment"]
-    run = jax.jit(jax.vmap(lambda s, t: sdflow.run_particle_flow(flow, s, t, seg)[0]))
+    run = jax.jit(jax.vmap(lambda s, t: sdflow.run_flow(flow, s, t, seg)[0]))
     snaps = [np.asarray(state.particles)]
     start = time.time()
     for _ in range(steps // seg):
@@ -468,32 +609,66 @@ def plot_r50(path, r50):
     plt.close(fig)
 
 
+def method_statements(methods) -> dict:
+    """What each column ran, generated from the configuration (not typed by hand)."""
+    out = {}
+    for m in methods:
+        spec = METHOD_SPECS[m]
+        if spec["method"] == "sd":
+            text = (
+                f"SD flow: y <- y + eta * {sdflow.SD_STEP_SCALE} * (D_p(z) - D_q(z)) "
+                f"(eq. 15's eta/2, sdflow.SD_STEP_SCALE), eta = {ETA}"
+            )
+        elif spec["method"] == "mmd":
+            text = f"MMD gradient flow, eq. 47: y <- y + eta * Delta z, eta = {ETA}"
+        else:
+            score = (
+                "the exact mixture score"
+                if spec["score"] == "exact"
+                else "the kernel score of the target sample (or its drawn batch), "
+                "(D_p(x) - x) / tau^2 (eq. 13), tau = "
+                + ("the condition's noise level sigma" if spec["score_bandwidth"] is None
+                   else str(spec["score_bandwidth"]))
+            )  # fmt: skip
+            kernel = (
+                "Liu & Wang's median heuristic sqrt(0.5 median(D^2) / log(n + 1)) of the "
+                "current (drawn, noisy) particles, recomputed every iteration"
+                if spec["svgd_bandwidth"] == "median"
+                else "the condition's noise level sigma"
+            )
+            text = f"SVGD, eq. 51, eta = {ETA}; target score: {score}; kernel bandwidth: {kernel}"
+        out[m] = text
+    return out
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny settings for the tests")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--trials", type=int, default=None, help="override trials per condition")
-    parser.add_argument(
-        "--trials-question-mark", type=int, default=None,
-        help="override trials per condition for Tables 2/4 only",
-    )  # fmt: skip
+    parser.add_argument("--steps", type=int, default=None, help="override iterations per run")
     parser.add_argument("--tables", default="grid,question_mark")
     parser.add_argument("--skip-extras", action="store_true", help="only Tables 1-4")
     parser.add_argument(
-        "--methods", default=",".join(METHODS), help=f"subset of {ALL_METHODS}, comma-separated"
-    )
+        "--methods", default=None,
+        help=f"subset of {tuple(METHOD_SPECS)}, comma-separated (default: METHODS per table)",
+    )  # fmt: skip
     parser.add_argument("--name", default=NAME, help="prefix of the output files")
     args = parser.parse_args(argv)
     cfg = dict(QUICK if args.quick else FULL)
     if args.trials is not None:
         cfg["trials"] = args.trials
-    cfg["trials_question_mark"] = (
-        args.trials_question_mark if args.trials_question_mark is not None else cfg["trials"]
-    )
-    methods = tuple(m for m in args.methods.split(",") if m)
-    if not methods or any(m not in ALL_METHODS for m in methods):
-        parser.error(f"--methods must be a subset of {ALL_METHODS}, got {args.methods!r}")
+    if args.steps is not None:
+        cfg["steps"] = args.steps
+    if args.methods is None:
+        methods_of = dict(METHODS)
+    else:
+        chosen = tuple(m for m in args.methods.split(",") if m)
+        if not chosen or any(m not in METHOD_SPECS for m in chosen):
+            parser.error(f"--methods must be a subset of {tuple(METHOD_SPECS)}, got {chosen}")
+        methods_of = {t: chosen for t in METHODS}
+    methods = tuple(dict.fromkeys(m for t in methods_of for m in methods_of[t]))
     name = args.name
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -507,19 +682,26 @@ def main(argv=None) -> dict:
     k_grid, k_qm, k_interp, k_r50 = jax.random.split(key, 4)
     record = dict(
         paper="Weber, The Score-Difference Flow for Implicit Generative Modeling (TMLR)",
-        quick=args.quick, methods=list(methods), config=cfg, geometry=GEOMETRY,
+        quick=args.quick, methods={t: list(m) for t, m in methods_of.items()}, config=cfg,
         paper_thresholds=PAPER_THRESHOLDS,
-        scaled_down=[f"{k}: {cfg[k]} (paper/full {FULL.get(k, FULL['trials'])})"
-                     for k in cfg if cfg[k] != FULL.get(k, FULL["trials"])],
+        scaled_down=[f"{k}: {cfg[k]} (full {FULL[k]})" for k in cfg if cfg[k] != FULL[k]],
+        method_statements=method_statements(methods),
+        batch_semantics=(
+            f"BATCH: each update draws {cfg['batch_size']} target points and "
+            f"{cfg['batch_size']} particles; batch_update={BATCH_UPDATE!r}: "
+            + ("only the drawn particles move (Alg. 1 as printed)" if BATCH_UPDATE == "drawn"
+               else "every particle moves, the sums run over the drawn sets")
+        ),  # fmt: skip
         notes=[
-            "min CFD is taken over evaluations every cfd_every steps (not every step)",
+            f"min CFD is taken over evaluations every {cfg['cfd_every']} steps after the "
+            "updates (the initial state is not included; initial_cfd records it)",
             "CFD compares the particles with the target set they were fit to, as the paper's "
             "values far below the threshold imply",
-            "SVGD uses the exact mixture score; its kernel bandwidth is the condition's sigma",
-            "SD step is eta/2 (D_p(z) - D_q(z)) (eq. 15); MMD eq. 47; SVGD eq. 51",
+            "machine: 2 CPU cores shared with other jobs; wall and process CPU time and the "
+            "1-minute load average are recorded per run group (timings) and table",
         ],
     )  # fmt: skip
-    t0 = time.time()
+    clock0 = cpu_clock()
     markdown = [f"# SD flow tables ({'quick' if args.quick else 'full'} run)\n"]
     tables = [t for t in args.tables.split(",") if t]
     specs = {
@@ -529,44 +711,58 @@ def main(argv=None) -> dict:
     outs = {}
     for table in tables:
         k, p_conv, p_cfd, name_conv, name_cfd, with_offset = specs[table]
-        start = time.time()
-        table_cfg = dict(cfg, trials=cfg["trials_question_mark"]) if with_offset else cfg
-        res = run_table(k, table, table_cfg, log, methods)
+        clock = cpu_clock()
+        res = run_table(k, table, cfg, log, methods_of[table])
         outs[table] = res
         conv_md, cfd_md, rows = table_markdown(res, p_conv, p_cfd, with_offset)
         markdown += [
             f"## {name_conv}: convergence probability ({table}, threshold {res['threshold']:.4f}, "
-            f"paper {PAPER_THRESHOLDS[table]})\n", conv_md, "",
+            f"paper {PAPER_THRESHOLDS[table]}, {cfg['trials']} trials)\n", conv_md, "",
             f"## {name_cfd}: mean minimum CFD ({table})\n", cfd_md, "",
         ]  # fmt: skip
         sd_conv = [r["convergence"]["sd"] for r in rows if "sd" in r["convergence"]]
+        counts = {
+            m: dict(
+                all_trials_converged=sum(r["convergence"][m] == 1.0 for r in rows),
+                any_trial_converged=sum(r["convergence"][m] > 0.0 for r in rows),
+                paper=sum(r["paper_convergence"][m] for r in rows),
+                of=len(rows),
+            )
+            for m in methods_of[table]
+        }
         record[table] = dict(
-            threshold=res["threshold"], rows=rows, timings_s=res["timings"],
-            wall_s=time.time() - start,
+            trials=cfg["trials"], threshold=res["threshold"], threshold_cost=res["threshold_cost"],
+            geometry=res["geometry"], geometry_search=res["search"], counts=counts,
+            rows=rows, timings=res["timings"], cost=elapsed(clock),
             sd_converged_every_condition=bool(sd_conv) and min(sd_conv) == 1.0,
             sigma2_const=res["sigma2_const"], initial_cfd=res["initial_cfd"],
             min_cfd_per_trial={m: {str(i): res["results"][m][i] for i in res["results"][m]}
-                               for m in methods},
+                               for m in methods_of[table]},
         )  # fmt: skip
+        record[table]["wall_s"] = record[table]["cost"]["wall_s"]
+        record[table]["cpu_s"] = record[table]["cost"]["cpu_s"]
         strip_row = 1 if table == "grid" else 3  # the rows the paper's Figs. 1 and 2 show
         fig_name = "fig1_grid_strip.png" if table == "grid" else "fig2_question_mark_strip.png"
         flags = " ".join(
             f"{k.upper()}={'Y' if v else 'N'}" for k, v in res["rows"][strip_row].items()
         )
         plot_strip(out / f"{name}_{fig_name}", res, strip_row, f"{table}: {flags}, trial 0")
-        _dump(out, record, markdown, log_lines, t0, name)
+        _dump(out, record, markdown, log_lines, clock0, name)
 
     if not args.skip_extras:
-        if "question_mark" in outs and "sd" in methods:
+        if "question_mark" in outs and "sd" in methods_of["question_mark"]:
             res = outs["question_mark"]
             final = res["snapshots"]["sd"][3][-1]
             record["nearest_neighbour"] = nn_histogram(
                 out / f"{name}_fig4_nn_histogram.png", final, res["target"],
                 "Fig. 4: SD flow on the question mark (Table 2 row 4, trial 0)",
             )  # fmt: skip
-        interp = run_interpolation(k_interp, cfg, log)
+        qm_scale = outs["question_mark"]["search"]["chosen"] if "question_mark" in outs else 1.0
+        interp = run_interpolation(k_interp, cfg, log, qm_scale)
         plot_interpolation(out / f"{name}_fig3_interpolation.png", interp)
-        record["interpolation"] = dict(final_cfd=interp["final_cfd"], steps=cfg["interp_steps"])
+        record["interpolation"] = dict(
+            final_cfd=interp["final_cfd"], steps=cfg["interp_steps"], scale=qm_scale
+        )
         r50 = run_r50(k_r50, cfg, log)
         plot_r50(out / f"{name}_fig5_r50.png", r50)
         record["r50"] = {k: v for k, v in r50.items() if not k.startswith("_")}
@@ -580,13 +776,13 @@ def main(argv=None) -> dict:
             f"held-out target -> target {r50['nn_heldout_target_mean']:.3f}",
             "",
         ]  # fmt: skip
-    _dump(out, record, markdown, log_lines, t0, name)
+    _dump(out, record, markdown, log_lines, clock0, name)
     return record
 
 
-def _dump(out, record, markdown, log_lines, t0, name=NAME):
+def _dump(out, record, markdown, log_lines, clock0, name=NAME):
     """Write the JSON and markdown so far (after each stage, so a long run keeps its tables)."""
-    record["wall_s"] = time.time() - t0
+    record["cost"] = elapsed(clock0)
     record["log"] = log_lines
     (out / f"{name}_tables.md").write_text("\n".join(markdown) + "\n")
     (out / f"{name}.json").write_text(json.dumps(record, indent=2))

@@ -1,18 +1,22 @@
-"""The SD-flow reproduction script in --quick mode writes complete, sane results."""
+"""The SD-flow reproduction script: --quick writes complete, sane results; the committed
+geometry reproduces the paper's CFD threshold."""
 
 import json
 import math
 import sys
 from pathlib import Path
 
+import jax
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 
 import sd_flow_tables  # noqa: E402
 
-# Paper reproductions (even --quick) take minutes of CPU: run with `pytest -m slow`.
-pytestmark = pytest.mark.slow
+from wgdiff import metrics  # noqa: E402
+from wgdiff.data import toy  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parents[1] / "experiments" / "results" / "sd_flow.json"
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +26,7 @@ def quick_record(tmp_path_factory):
     return out, record
 
 
+@pytest.mark.slow
 def test_quick_run_writes_tables_figures_and_json(quick_record):
     out, record = quick_record
     on_disk = json.loads((out / "sd_flow.json").read_text())
@@ -32,12 +37,20 @@ def test_quick_run_writes_tables_figures_and_json(quick_record):
     md = (out / "sd_flow_tables.md").read_text()
     for title in ("Table 1", "Table 2", "Table 3", "Table 4"):
         assert title in md
+    # The step convention is stated from the library constant, not typed by hand.
+    assert f"eta * {sd_flow_tables.sdflow.SD_STEP_SCALE} *" in on_disk["method_statements"]["sd"]
+    assert "only the drawn particles move" in on_disk["batch_semantics"]
     for table, n_rows in (("grid", 16), ("question_mark", 32)):
         rec = on_disk[table]
         assert len(rec["rows"]) == n_rows
         assert 0 < rec["threshold"] < 1
+        assert rec["geometry_search"]["chosen"] in [
+            c.get("std", c.get("scale")) for c in rec["geometry_search"]["candidates"]
+        ]
+        for group in rec["timings"].values():
+            assert group["cpu_s"] > 0 and group["kernel_evaluations"] > 0
         for row in rec["rows"]:
-            for method in ("sd", "mmd", "svgd"):
+            for method in sd_flow_tables.METHODS[table]:
                 assert 0.0 <= row["convergence"][method] <= 1.0
             assert math.isfinite(row["mean_min_cfd"]["sd"])
     r50 = on_disk["r50"]
@@ -45,18 +58,44 @@ def test_quick_run_writes_tables_figures_and_json(quick_record):
         assert math.isfinite(r50[k])
 
 
+@pytest.mark.slow
 def test_quick_sd_flow_moves_towards_target(quick_record):
-    # 40 steps of SGD SD flow under the cosine schedule (large sigma first, so every
-    # particle feels the whole target) cut the CFD to the target well below the
-    # base draw's (measured in quick runs: to 0.2-0.5 of it). CONST rows may first
-    # gather on the nearest component, and AdaGrad caps steps at ~eta, so they are
-    # not held to this within 40 steps.
+    # 40 steps of SGD SD flow on full data under the cosine schedule (large sigma
+    # first, so every particle feels the whole target) cut the CFD to the target well
+    # below the base draw's. CONST rows may first gather on the nearest component,
+    # AdaGrad caps steps at ~eta, and BATCH moves each particle in only 1 of 4 updates,
+    # so they are not held to this within 40 steps.
     _, record = quick_record
     for table in ("grid", "question_mark"):
         rec = record[table]
         for row in rec["rows"]:
-            if row["row"]["const"] == 0 and row["row"]["adagrad"] == 0:
-                start = rec["initial_cfd"][row["row"].get("offset", 0)][0]
+            flags = row["row"]
+            if flags["const"] == 0 and flags["adagrad"] == 0 and flags["batch"] == 0:
+                start = rec["initial_cfd"][flags.get("offset", 0)][0]
                 assert row["mean_min_cfd"]["sd"] < 0.6 * start
     # R^50: 40 steps of Alg. 2 already put the generator mean within 5% of mu.
     assert record["r50"]["mean_rel_error"] < 0.05
+
+
+def _max_cfd_over_pairs(gm, key, n, pairs):
+    """Weber sec. 7.2's threshold: max CFD between independent n-point target draws."""
+
+    def one(k):
+        kx, ky, kf = jax.random.split(k, 3)
+        return metrics.cfd(gm.sample(kx, n), gm.sample(ky, n), key=kf)
+
+    return float(jax.jit(lambda ks: jax.lax.map(one, ks).max())(jax.random.split(key, pairs)))
+
+
+@pytest.mark.slow
+def test_rescaled_question_mark_reproduces_the_paper_threshold():
+    # The committed run's question-mark scale gives the paper's 0.0612 within 10% with
+    # fresh draws and keys (1000 pairs of 1024 points, as the paper); the unscaled
+    # reconstruction does not (0.074 measured).
+    rec = json.loads(RESULTS.read_text())["question_mark"]
+    scale = rec["geometry_search"]["chosen"]
+    gm = sd_flow_tables.scaled_mixture(toy.question_mark_mixture(), scale)
+    thr = _max_cfd_over_pairs(gm, jax.random.key(123), 1024, 1000)
+    paper = sd_flow_tables.PAPER_THRESHOLDS["question_mark"]
+    assert abs(thr - paper) < 0.10 * paper
+    assert abs(rec["threshold"] - paper) < 0.10 * paper

@@ -199,3 +199,25 @@ def test_svgd_bad_score_shape():
         sdflow.svgd_direction(np.zeros((4, 2)), lambda x: x[:, :1], 1.0)
     with pytest.raises(TypeError, match="callable"):
         sdflow.svgd_direction(np.zeros((4, 2)), "not a function", 1.0)
+
+
+@pytest.mark.parametrize("d", [2, 3])
+def test_kernel_score_is_the_gradient_of_the_log_kde(d):
+    # The sample-based SVGD target score: grad_x log sum_i K_sigma(x, x_i) by autodiff
+    # of the log-sum-exp (float64), at points far enough out that naive kernel values
+    # underflow (logits ~ -200) and at points inside the sample.
+    rng = np.random.default_rng(12)
+    points = rng.normal(size=(40, d)) * 0.3
+    x = np.concatenate([rng.normal(size=(9, d)), rng.normal(size=(4, d)) + 6.0])
+    sigma = 0.4
+    with jax.enable_x64(True):
+        got = np.asarray(sdflow.kernel_score(x, points, sigma, **CHUNKS))
+
+        def log_kde(q):
+            return jax.nn.logsumexp(-jnp.sum((q - points) ** 2, -1) / (2 * sigma**2))
+
+        want = np.asarray(jax.vmap(jax.grad(log_kde))(jnp.asarray(x)))
+    assert np.all(np.isfinite(got))
+    assert rel_err(got, want) < RTOL
+    with pytest.raises(ValueError, match="points"):
+        sdflow.kernel_score(x, points[:, :1], sigma)

@@ -7,7 +7,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_sdflow_directions import np_mmd_direction, np_score_difference, np_svgd
+from test_sdflow_directions import (
+    np_mmd_direction,
+    np_score_difference,
+    np_svgd,
+    np_weighted_mean,
+)
 
 from wgdiff import sdflow
 from wgdiff.sde import VESDE, VPSDE
@@ -52,21 +57,28 @@ def _sets(seed, m=24, n=30, d=2):
 def test_one_update_matches_reference(method, adagrad):
     particles, target = _sets(1)
     score = lambda x: -(x - 2.0)
+    extra = dict(target_score=score) if method == "svgd" else {}
     with jax.enable_x64(True):
-        flow = sdflow.particle_flow(method, 10, target_score=score, z_chunk=7, point_chunk=9)
+        flow = sdflow.particle_flow(method, 10, z_chunk=7, point_chunk=9, **extra)
         cond = sdflow.FlowConditions.create(adagrad=adagrad, sigma2_const=0.7, step_size=0.1)
         state = flow.init(jax.random.key(0), particles, cond)
-        new = flow.update(state, jnp.asarray(target))
+        new, info = flow.update(state, jnp.asarray(target))
     sigma = math.sqrt(float(np.float32(0.7)))  # conditions store float32
-    if method == "sd":
-        g = np_score_difference(particles, target, particles, sigma)
+    if method == "sd":  # eq. 15: Delta z = (eta / 2) (D_p - D_q)
+        g = 0.5 * np_score_difference(particles, target, particles, sigma)
     elif method == "mmd":
         g = np_mmd_direction(particles, target, particles, sigma)
     else:
         g = np_svgd(particles, score, sigma)
-    want = particles + (np_adagrad([g], 0.1)[0] if adagrad else np.float32(0.1) * g)
-    np.testing.assert_allclose(new.particles, want, rtol=1e-5, atol=1e-9)
+    disp = np_adagrad([g], 0.1)[0] if adagrad else np.float32(0.1) * g
+    np.testing.assert_allclose(new.particles, particles + disp, rtol=1e-5, atol=1e-9)
     assert int(new.step) == 1
+    np.testing.assert_allclose(info["sigma2"], np.float32(0.7))
+    np.testing.assert_allclose(info["displacement"], np.linalg.norm(disp, axis=1).mean(), rtol=1e-6)
+
+
+def test_sd_step_scale_is_eq15_half():
+    assert sdflow.SD_STEP_SCALE == 0.5
 
 
 def test_anneal_uses_noisy_particles_and_cosine_sigma():
@@ -77,36 +89,123 @@ def test_anneal_uses_noisy_particles_and_cosine_sigma():
             anneal=True, constant_noise=False, sigma2_max=4.0, sigma2_min=0.5, step_size=0.1
         )
         state = flow.init(jax.random.key(3), particles, cond)
-        new = flow.update(state, jnp.asarray(target))
+        new, _ = flow.update(state, jnp.asarray(target))
         _, k_noise, _, _ = jax.random.split(jax.random.key(3), 4)
         noise = np.asarray(jax.random.normal(k_noise, particles.shape, jnp.float64))
     sigma = 2.0  # step 0 of the cosine schedule: sigma_max
     z = particles + sigma * noise
-    want = particles + np.float32(0.1) * np_score_difference(z, target, particles, sigma)
+    want = particles + np.float32(0.1) * 0.5 * np_score_difference(z, target, particles, sigma)
     np.testing.assert_allclose(new.particles, want, rtol=1e-5)
 
 
+def _batch_indices(key, n_target, n_particles, b):
+    _, k_noise, k_target, k_particles = jax.random.split(key, 4)
+    t_idx = np.asarray(jax.random.choice(k_target, n_target, (b,), replace=False))
+    s_idx = np.asarray(jax.random.choice(k_particles, n_particles, (b,), replace=False))
+    return k_noise, t_idx, s_idx
+
+
+@pytest.mark.parametrize("method", ["sd", "mmd", "svgd"])
+@pytest.mark.parametrize("adagrad", [False, True])
+def test_batch_drawn_moves_only_the_drawn_batch(method, adagrad):
+    # Alg. 1 as printed: draw x ~ p and y ~ q_t, z = y + sigma eps for the drawn y only,
+    # the direction from sums over the drawn sets, and only the drawn y move (their
+    # AdaGrad histories alone are touched). Checked over two updates, so the second
+    # one sees histories that are zero for some particles and set for others.
+    particles, target = _sets(3, m=40, n=30)
+    b, sigma = 8, 1.0
+    with jax.enable_x64(True):
+        flow = sdflow.particle_flow(method, 10, batch_size=b)
+        cond = sdflow.FlowConditions.create(anneal=True, adagrad=adagrad, step_size=0.1)
+        state = flow.init(jax.random.key(0), particles, cond)
+        want, hist, key = particles.copy(), np.zeros_like(particles), jax.random.key(0)
+        for _ in range(2):
+            before = np.asarray(state.particles)
+            state, _ = flow.update(state, jnp.asarray(target))
+            k_noise, t_idx, s_idx = _batch_indices(key, 30, 40, b)
+            key = jax.random.split(key, 4)[0]
+            y = want[s_idx]
+            z = y + sigma * np.asarray(jax.random.normal(k_noise, y.shape, jnp.float64))
+            x = target[t_idx]
+            if method == "sd":
+                g = 0.5 * np_score_difference(z, x, y, sigma)
+            elif method == "mmd":
+                g = np_mmd_direction(z, x, y, sigma)
+            else:
+                kde_score = lambda q, x=x: np_weighted_mean(q, x, sigma)[1] - q  # sigma = 1
+                g = np_svgd(z, kde_score, sigma)
+            if adagrad:
+                h = hist[s_idx]
+                h = np.where(h == 0, g**2, 0.9 * h + 0.1 * g**2)
+                hist[s_idx] = h
+                disp = 0.1 * g / (1e-6 + np.sqrt(h))
+            else:
+                disp = np.float32(0.1) * g
+            want[s_idx] += disp
+            moved = np.zeros(40, bool)
+            moved[s_idx] = True
+            got = np.asarray(state.particles)
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-12)
+            np.testing.assert_array_equal(got[~moved], before[~moved])
+            assert np.all(np.any(got[moved] != before[moved], axis=1))
+            np.testing.assert_allclose(state.grad_history, hist, rtol=1e-6, atol=1e-15)
+
+
 @pytest.mark.parametrize("method", ["sd", "svgd"])
-def test_batch_uses_random_subsets_for_the_kernel_sums(method):
-    # BATCH: every particle moves, the kernel sums run over 8 drawn target points
-    # and 8 drawn particles (for SVGD, 8 drawn particles and their scores).
+def test_batch_all_moves_every_particle_with_sums_over_the_batch(method):
+    # batch_update="all": every particle moves, the kernel sums run over 8 drawn
+    # target points and 8 drawn particles (for SVGD, 8 drawn particles and their scores).
     particles, target = _sets(3, m=40, n=30)
     score = lambda x: -(x - 2.0)
+    extra = dict(target_score=score) if method == "svgd" else {}
     with jax.enable_x64(True):
-        flow = sdflow.particle_flow(method, 10, batch_size=8, target_score=score)
+        flow = sdflow.particle_flow(method, 10, batch_size=8, batch_update="all", **extra)
         state = flow.init(jax.random.key(0), particles, sdflow.FlowConditions.create())
-        new = flow.update(state, jnp.asarray(target))
-        _, _, k_target, k_particles = jax.random.split(jax.random.key(0), 4)
-        t_idx = np.asarray(jax.random.choice(k_target, 30, (8,), replace=False))
-        s_idx = np.asarray(jax.random.choice(k_particles, 40, (8,), replace=False))
+        new, _ = flow.update(state, jnp.asarray(target))
+        _, t_idx, s_idx = _batch_indices(jax.random.key(0), 30, 40, 8)
     sigma = 1.0
     if method == "sd":
-        g = np_score_difference(particles, target[t_idx], particles[s_idx], sigma)
+        g = 0.5 * np_score_difference(particles, target[t_idx], particles[s_idx], sigma)
     else:
         sub = particles[s_idx]
         k = np.exp(-((particles[:, None] - sub[None]) ** 2).sum(-1) / (2 * sigma**2))
         g = (k @ score(sub) + (k.sum(1)[:, None] * particles - k @ sub) / sigma**2) / 8
     np.testing.assert_allclose(new.particles, particles + np.float32(0.1) * g, rtol=1e-5)
+
+
+@pytest.mark.parametrize("score_bandwidth", [None, 0.3])
+@pytest.mark.parametrize("svgd_bandwidth", ["sigma", "median"])
+def test_svgd_kernel_score_and_bandwidth_options(score_bandwidth, svgd_bandwidth):
+    # The target score is the kernel score of the target sample at its own bandwidth
+    # (the condition's sigma unless score_bandwidth is set), the SVGD kernel the
+    # condition's sigma or Liu & Wang's median heuristic of the current particles.
+    particles, target = _sets(11)
+    sigma = math.sqrt(float(np.float32(0.7)))
+    tau = sigma if score_bandwidth is None else score_bandwidth
+    with jax.enable_x64(True):
+        flow = sdflow.particle_flow(
+            "svgd", 10, z_chunk=7, point_chunk=9,
+            score_bandwidth=score_bandwidth, svgd_bandwidth=svgd_bandwidth,
+        )  # fmt: skip
+        cond = sdflow.FlowConditions.create(sigma2_const=0.7, step_size=0.1)
+        state = flow.init(jax.random.key(0), particles, cond)
+        new, _ = flow.update(state, jnp.asarray(target))
+        new2, _ = flow.update(new, jnp.asarray(target))
+
+    def kernel_score(x):  # grad log of the Gaussian-smoothed target sample, eq. 13
+        return (np_weighted_mean(x, target, tau)[1] - x) / tau**2
+
+    def h_of(x):
+        if svgd_bandwidth == "sigma":
+            return sigma
+        sq = ((x[:, None] - x[None]) ** 2).sum(-1)
+        return np.sqrt(0.5 * np.median(sq) / np.log(x.shape[0] + 1))
+
+    want = particles + np.float32(0.1) * np_svgd(particles, kernel_score, h_of(particles))
+    np.testing.assert_allclose(new.particles, want, rtol=1e-5)
+    # Per-iteration median: the second step's bandwidth is that of the moved particles.
+    want2 = want + np.float32(0.1) * np_svgd(want, kernel_score, h_of(want))
+    np.testing.assert_allclose(new2.particles, want2, rtol=1e-5)
 
 
 def test_vmapped_conditions_equal_individual_runs():
@@ -121,13 +220,29 @@ def test_vmapped_conditions_equal_individual_runs():
 
     def run(k, c):
         s = flow.init(k, jnp.asarray(particles, jnp.float32), c)
-        return sdflow.run_particle_flow(flow, s, target, 6, monitor=lambda p: p.mean())
+        return sdflow.run_flow(flow, s, target, 6, monitor=lambda st, info: st.particles.mean())
 
     batched, trace = jax.jit(jax.vmap(run))(keys, sdflow.stack_conditions(conds))
     assert trace.shape == (3, 6)
     for i, c in enumerate(conds):
         single, _ = run(keys[i], c)
         np.testing.assert_allclose(batched.particles[i], single.particles, rtol=1e-5, atol=1e-5)
+
+
+def test_run_flow_monitor_sees_state_and_info_every_period():
+    particles, target = _sets(5)
+    flow = sdflow.particle_flow("sd", 6)
+    cond = sdflow.FlowConditions.create(constant_noise=False, sigma2_max=4.0, sigma2_min=0.5)
+    state = flow.init(jax.random.key(0), jnp.asarray(particles, jnp.float32), cond)
+    final, (steps, sigma2) = sdflow.run_flow(
+        flow, state, jnp.asarray(target, jnp.float32), 6,
+        monitor=lambda st, info: (st.step, info["sigma2"]), monitor_every=2,
+    )  # fmt: skip
+    np.testing.assert_array_equal(steps, [2, 4, 6])
+    # info is that of the last update of each period: steps 1, 3, 5 of the schedule.
+    want = [float(sdflow.cosine_sigma2(k, 6, 4.0, 0.5)) for k in (1, 3, 5)]
+    np.testing.assert_allclose(sigma2, want, rtol=1e-6)
+    assert int(final.step) == 6
 
 
 def test_sd_flow_fits_two_clusters():
@@ -138,11 +253,9 @@ def test_sd_flow_fits_two_clusters():
     target = centres[jnp.arange(64) % 2] + 0.1 * jax.random.normal(key_t, (64, 2))
     flow = sdflow.particle_flow("sd", 300)
     cond = sdflow.FlowConditions.create(anneal=True, constant_noise=False, sigma2_max=4.0,
-                                        sigma2_min=0.1, step_size=0.1)  # fmt: skip
+                                        sigma2_min=0.1, step_size=0.2)  # fmt: skip
     state = flow.init(jax.random.key(7), 0.5 * jax.random.normal(key_b, (64, 2)), cond)
-    state, _ = jax.jit(functools.partial(sdflow.run_particle_flow, flow, n_steps=300))(
-        state, target
-    )
+    state, _ = jax.jit(functools.partial(sdflow.run_flow, flow, n_steps=300))(state, target)
     p = np.asarray(state.particles)
     assert np.abs(p.mean(0) - np.asarray(target.mean(0))).max() < 0.4
     assert np.abs(p.std(0) - np.asarray(target.std(0))).max() < 0.4
@@ -155,16 +268,26 @@ def test_flow_bad_input():
         sdflow.particle_flow("langevin", 10)
     with pytest.raises(ValueError, match="target_score"):
         sdflow.particle_flow("svgd", 10, target_score="exact")
+    with pytest.raises(ValueError, match="SVGD only"):
+        sdflow.particle_flow("sd", 10, svgd_bandwidth="median")
+    with pytest.raises(ValueError, match="batch_update"):
+        sdflow.particle_flow("sd", 10, batch_update="some")
+    with pytest.raises(ValueError, match="svgd_bandwidth"):
+        sdflow.particle_flow("svgd", 10, svgd_bandwidth="silverman")
+    with pytest.raises(ValueError, match="score_bandwidth"):
+        sdflow.particle_flow("svgd", 10, score_bandwidth=-1.0)
     with pytest.raises(ValueError, match="sigma2_min"):
         sdflow.FlowConditions.create(sigma2_max=1.0, sigma2_min=2.0)
     flow = sdflow.particle_flow("sd", 10, batch_size=50)
     with pytest.raises(ValueError, match="batch_size"):
         flow.init(jax.random.key(0), np.zeros((10, 2)), sdflow.FlowConditions.create())
+    state = sdflow.particle_flow("sd", 10).init(
+        jax.random.key(0), np.zeros((10, 2)), sdflow.FlowConditions.create()
+    )
     with pytest.raises(ValueError, match="multiple"):
-        state = sdflow.particle_flow("sd", 10).init(
-            jax.random.key(0), np.zeros((10, 2)), sdflow.FlowConditions.create()
-        )
-        sdflow.run_particle_flow(flow, state, np.zeros((5, 2)), 10, monitor_every=3)
+        sdflow.run_flow(flow, state, np.zeros((5, 2)), 10, monitor_every=3)
+    with pytest.raises(TypeError, match="monitor"):
+        sdflow.run_flow(flow, state, np.zeros((5, 2)), 10, monitor="cfd")
 
 
 # -- denoiser form ---------------------------------------------------------------------------
@@ -241,22 +364,6 @@ def test_sd_flow_targets_formula():
     with jax.enable_x64(True):
         got = sdflow.sd_flow_targets(jax.random.key(0), gen, target, 0.9, 0.5)
         noise = np.asarray(jax.random.normal(jax.random.key(0), gen.shape, jnp.float64))
-    want = gen + 0.5 * np_score_difference(gen + 0.9 * noise, target, gen, 0.9)
+    # eq. 15: the targets move by (eta / 2) (D_p - D_q), eta = 0.5
+    want = gen + 0.5 * 0.5 * np_score_difference(gen + 0.9 * noise, target, gen, 0.9)
     np.testing.assert_allclose(got, want, rtol=1e-10)
-
-
-def test_svgd_without_score_uses_the_kernel_score_of_the_target():
-    particles, target = _sets(11)
-    sigma = math.sqrt(float(np.float32(0.7)))
-    with jax.enable_x64(True):
-        flow = sdflow.particle_flow("svgd", 10, z_chunk=7, point_chunk=9)
-        cond = sdflow.FlowConditions.create(sigma2_const=0.7, step_size=0.1)
-        new = flow.update(flow.init(jax.random.key(0), particles, cond), jnp.asarray(target))
-
-    def kernel_score(x):  # grad log of the Gaussian-smoothed target sample, eq. 13
-        sq = ((x[:, None] - target[None]) ** 2).sum(-1)
-        w = np.exp(-(sq - sq.min(1, keepdims=True)) / (2 * sigma**2))
-        return ((w @ target) / w.sum(1, keepdims=True) - x) / sigma**2
-
-    want = particles + np.float32(0.1) * np_svgd(particles, kernel_score, sigma)
-    np.testing.assert_allclose(new.particles, want, rtol=1e-5)

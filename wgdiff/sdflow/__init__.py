@@ -4,7 +4,8 @@ MMD-flow and SVGD baselines, particle flow (Alg. 1) and generator training (Alg.
 One concept per module: ``kernels`` (chunked log-sum-exp kernel sums),
 ``directions`` (SD eq. 15, MMD eq. 47, SVGD eq. 51), ``denoiser`` (eq. 17-19),
 ``density_ratio`` (eq. 35-38), ``particle_flow`` (Alg. 1), ``generator`` (Alg. 2),
-``evaluation`` (CFD convergence threshold, nearest-neighbour analysis).
+``flow`` (the one flow contract ``update(state, target) -> (state, info)`` the
+three flows share, and :func:`run_flow`, its scan driver).
 """
 
 from wgdiff.sdflow.denoiser import (
@@ -22,31 +23,39 @@ from wgdiff.sdflow.density_ratio import (
     nonsaturating_direction,
 )
 from wgdiff.sdflow.directions import (
+    SD_STEP_SCALE,
     kernel_denoiser,
+    kernel_score,
     median_heuristic_bandwidth,
     median_heuristic_sigma2,
     mmd_direction,
     score_difference,
     svgd_direction,
 )
+from wgdiff.sdflow.flow import Flow, run_flow
 from wgdiff.sdflow.generator import GeneratorFlow, GeneratorState, generator_flow, sd_flow_targets
 from wgdiff.sdflow.kernels import kernel_moments, squared_distances
 from wgdiff.sdflow.particle_flow import (
+    BATCH_UPDATES,
     METHODS,
+    SVGD_BANDWIDTHS,
     FlowConditions,
     FlowState,
     ParticleFlow,
     adagrad_step,
     cosine_sigma2,
     particle_flow,
-    run_particle_flow,
     stack_conditions,
 )
 
 __all__ = [
+    "BATCH_UPDATES",
     "METHODS",
+    "SD_STEP_SCALE",
+    "SVGD_BANDWIDTHS",
     "DiscriminatorFlow",
     "DiscriminatorFlowState",
+    "Flow",
     "FlowConditions",
     "FlowState",
     "GeneratorFlow",
@@ -62,13 +71,14 @@ __all__ = [
     "generator_flow",
     "kernel_denoiser",
     "kernel_moments",
+    "kernel_score",
     "median_heuristic_bandwidth",
     "median_heuristic_sigma2",
     "mmd_direction",
     "noise_level_time",
     "nonsaturating_direction",
     "particle_flow",
-    "run_particle_flow",
+    "run_flow",
     "score_difference",
     "sd_flow_targets",
     "squared_distances",

@@ -8,7 +8,9 @@ GAN loss gives ``(1 - f(y)) grad h`` instead (eq. 36).
 
 :func:`discriminator_flow` is Alg. 1 with this form: each update takes
 ``discriminator_steps`` optimizer steps on the logistic loss against the
-current particles, then moves the particles by ``eta grad h``.
+current particles, then moves the particles by ``eta grad h``; its
+``update(state, target) -> (state, info)`` is the contract of
+:mod:`wgdiff.sdflow.flow`.
 
 Example:
     >>> import jax.numpy as jnp
@@ -89,10 +91,14 @@ class DiscriminatorFlowState(NamedTuple):
 
 
 class DiscriminatorFlow(NamedTuple):
-    """``init(key, particles, params)``, ``update(state, target)``."""
+    """``init(key, particles, params) -> state``; ``update(state, target) -> (state, info)``.
+
+    ``info``: ``loss`` (the discriminator's logistic loss after its training
+    steps) and ``displacement`` (mean norm of the particle moves).
+    """
 
     init: Callable[[jax.Array, jax.Array, Any], DiscriminatorFlowState]
-    update: Callable[[DiscriminatorFlowState, jax.Array], DiscriminatorFlowState]
+    update: Callable[[DiscriminatorFlowState, jax.Array], tuple[DiscriminatorFlowState, dict]]
 
 
 def discriminator_flow(
@@ -124,7 +130,7 @@ def discriminator_flow(
             jnp.asarray(particles), params, optimizer.init(params), jnp.zeros((), jnp.int32), key
         )
 
-    def update(state: DiscriminatorFlowState, target: jax.Array) -> DiscriminatorFlowState:
+    def update(state: DiscriminatorFlowState, target: jax.Array):
         def train(carry, _):
             params, opt_state = carry
             grads = loss_grad(params, target, state.particles)
@@ -134,9 +140,14 @@ def discriminator_flow(
         (params, opt_state), _ = jax.lax.scan(
             train, (state.params, state.opt_state), None, length=discriminator_steps
         )
-        moved = state.particles + step_size * density_ratio_direction(
-            logit_fn, params, state.particles
+        displacement = step_size * density_ratio_direction(logit_fn, params, state.particles)
+        info = {
+            "loss": discriminator_loss(logit_fn, params, target, state.particles),
+            "displacement": jnp.mean(jnp.linalg.norm(displacement, axis=-1)),
+        }
+        new = DiscriminatorFlowState(
+            state.particles + displacement, params, opt_state, state.step + 1, state.key
         )
-        return DiscriminatorFlowState(moved, params, opt_state, state.step + 1, state.key)
+        return new, info
 
     return DiscriminatorFlow(init, update)

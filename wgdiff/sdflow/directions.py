@@ -31,6 +31,11 @@ from wgdiff.sdflow.kernels import (
 )
 
 MEDIAN_MAX_POINTS = 2048
+# Weber eq. 15: Delta z = (eta / 2) (D_p(z) - D_q(z)). Every SD flow in the package
+# steps along SD_STEP_SCALE times the bracket :func:`score_difference` returns, for
+# particles (Alg. 1) and generator targets (Alg. 2) alike, so ``y <- y + eta *
+# SD_STEP_SCALE * (D_p - D_q)``; MMD (eq. 47) and SVGD (eq. 51) carry no such factor.
+SD_STEP_SCALE = 0.5
 
 
 def _check_sets(z, target, source):
@@ -91,6 +96,38 @@ def kernel_denoiser(
     check_positive(sigma, "sigma")
     _, mean = kernel_moments(z, points, points, sigma, z_chunk=z_chunk, point_chunk=point_chunk)
     return mean
+
+
+def kernel_score(
+    x: jax.Array,
+    points: jax.Array,
+    sigma,
+    *,
+    z_chunk: int = DEFAULT_Z_CHUNK,
+    point_chunk: int = DEFAULT_POINT_CHUNK,
+) -> jax.Array:
+    """Score of a sample's Gaussian kernel density estimate, Weber eq. 13.
+
+    ``grad_x log sum_i K_sigma(x, x_i) = (D(x) - x) / sigma^2`` with ``D`` the
+    kernel denoiser of eq. 41: the score of the smoothed empirical distribution
+    ``p * N(0, sigma^2 I)``, the sample-based target score SVGD needs when the
+    target is known only through samples.
+
+    Args:
+        x: (n, d) points where the score is evaluated.
+        points: (N, d) samples defining the density estimate.
+        sigma: scalar kernel bandwidth of the estimate.
+        z_chunk, point_chunk: block sizes; memory is O(z_chunk * point_chunk).
+
+    Returns:
+        (n, d) array ``(D(x) - x) / sigma^2``.
+    """
+    check_point_set(x, "x")
+    check_point_set(points, "points", x.shape[1])
+    check_positive(sigma, "sigma")
+    _, mean = kernel_moments(x, points, points, sigma, z_chunk=z_chunk, point_chunk=point_chunk)
+    x = jnp.asarray(x, mean.dtype)
+    return (mean - x) / jnp.asarray(sigma, mean.dtype) ** 2
 
 
 def mmd_direction(

@@ -1,10 +1,11 @@
 """Generator training with SD flow (Weber Alg. 2, sec. 5.1 and 6.2).
 
 Each step draws latents ``xi``, generates ``y = g_theta(xi)``, moves ``y`` along
-the kernel SD flow to ``y' = y + eta (D_p(z) - D_q(z))`` at ``z = y + sigma eps``
-(eq. 15 as Alg. 2 applies it), and regresses the generator on the moved targets with the loss
-``1/2 sum_batch |g_theta(xi) - y'|^2`` (the sum over the batch, as Alg. 2
-writes ``|g_theta(xi) - y|^2`` for the batch array), ``y'`` held fixed.
+the kernel SD flow to ``y' = y + (eta / 2) (D_p(z) - D_q(z))`` at
+``z = y + sigma eps`` (eq. 15 as Alg. 2 applies it; the factor is
+:data:`~wgdiff.sdflow.SD_STEP_SCALE`), and regresses the generator on the
+moved targets with the loss ``1/2 sum_batch |g_theta(xi) - y'|^2`` (the sum
+over the batch, as Alg. 2 writes ``|g_theta(xi) - y|^2`` for the batch array), ``y'`` held fixed.
 
 Example:
     >>> import jax, jax.numpy as jnp, optax
@@ -30,7 +31,7 @@ import jax.numpy as jnp
 import optax
 
 from wgdiff._checks import check_positive, check_positive_int
-from wgdiff.sdflow.directions import score_difference
+from wgdiff.sdflow.directions import SD_STEP_SCALE, score_difference
 from wgdiff.sdflow.kernels import DEFAULT_POINT_CHUNK, DEFAULT_Z_CHUNK, check_point_set
 
 GeneratorFn = Callable[[Any, jax.Array], jax.Array]
@@ -46,7 +47,9 @@ def sd_flow_targets(
     z_chunk: int = DEFAULT_Z_CHUNK,
     point_chunk: int = DEFAULT_POINT_CHUNK,
 ) -> jax.Array:
-    """Regression targets ``y' = y + eta (D_p(z) - D_q(z))``, ``z = y + sigma eps`` (Alg. 2).
+    """Regression targets ``y' = y + (eta / 2) (D_p(z) - D_q(z))``, ``z = y + sigma eps`` (Alg. 2).
+
+    The ``1/2`` is eq. 15's, :data:`~wgdiff.sdflow.SD_STEP_SCALE`.
 
     Args:
         key: PRNG key for the proxy noise.
@@ -63,7 +66,7 @@ def sd_flow_targets(
     check_positive(sigma, "sigma")
     z = generated + sigma * jax.random.normal(key, generated.shape, generated.dtype)
     sd = score_difference(z, target, generated, sigma, z_chunk=z_chunk, point_chunk=point_chunk)
-    return generated + step_size * sd
+    return generated + SD_STEP_SCALE * step_size * sd
 
 
 class GeneratorState(NamedTuple):
@@ -101,7 +104,7 @@ def generator_flow(
         latent_dim: dimension of ``xi ~ N(0, I)``.
         batch_size: generated points per step.
         sigma: constant noise level (scalar; may be traced).
-        step_size: SD flow step ``eta``.
+        step_size: SD flow step ``eta`` of eq. 15 (targets move by ``eta / 2`` times the bracket).
 
     Returns:
         a :class:`GeneratorFlow`; ``info`` holds the regression loss and the mean
