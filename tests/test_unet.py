@@ -6,7 +6,8 @@ import numpy as np
 import optax
 import pytest
 
-from wgdiff.nets.unet import UNet, sinusoidal_embedding
+from wgdiff.nets import ScoreMLP, sinusoidal_embedding
+from wgdiff.nets.unet import UNet
 
 
 def _perturbed(params, key, scale=0.1):
@@ -44,18 +45,72 @@ def test_time_and_input_conditioning():
     # Examples are processed independently (GroupNorm normalizes per example).
     single = net.apply(params, x[:1], 0.1)
     np.testing.assert_allclose(single, a[:1], atol=1e-5)
-    # Attention mixes positions: a change in one pixel changes outputs far away.
-    x2 = x.at[0, 0, 0, 0].add(1.0)
-    diff = jnp.abs(net.apply(params, x2, 0.1) - a)[0, 7, 7, 0]
-    assert float(diff) > 1e-6
+
+
+def _keys(path):
+    return [str(getattr(k, "key", k)) for k in path]
+
+
+def _attention_blocks(params):
+    """Names of the AttentionBlock submodules in a UNet's parameter tree."""
+    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    return sorted({k for path, _ in leaves for k in _keys(path) if k.startswith("AttentionBlock")})
+
+
+@pytest.mark.parametrize("resolutions, expected", [((4,), 4), ((8,), 4), ((), 1)])
+def test_attention_blocks_are_where_asked_and_change_the_output(resolutions, expected):
+    """Self-attention after each residual block at the chosen sizes (one down, two up per
+    level) plus the bottleneck's; each one contributes: zeroing its output projection
+    changes the net's output. Removing attention from UNet fails both checks."""
+    net = UNet(base_channels=8, channel_mult=(1, 2), attention_resolutions=resolutions)
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 1))
+    params = _perturbed(net.init(jax.random.key(1), x, jnp.zeros(2)), jax.random.key(2))
+    blocks = _attention_blocks(params)
+    assert len(blocks) == expected, blocks
+    out = net.apply(params, x, 0.3)
+    for block in blocks:
+        # The attention's output projection (zero-initialised, moved by _perturbed).
+        silenced = jax.tree_util.tree_map_with_path(
+            lambda path, p, b=block: (
+                jnp.zeros_like(p) if b in _keys(path) and _keys(path)[-2] == "out" else p
+            ),
+            params,
+        )
+        assert float(jnp.abs(net.apply(silenced, x, 0.3) - out).max()) > 1e-4, block
 
 
 def test_sinusoidal_embedding_matches_numpy():
-    t = jnp.array([0.0, 0.25, 1.0])
-    emb = np.asarray(sinusoidal_embedding(t, 6))
-    freqs = np.exp(-np.log(10_000.0) * np.arange(3) / 3)
-    args = 1000.0 * np.asarray(t)[:, None] * freqs[None]
-    np.testing.assert_allclose(emb, np.concatenate([np.sin(args), np.cos(args)], -1), atol=1e-4)
+    """Frequencies geometric from 1 to 1/max_period (float64 NumPy transcription)."""
+    t = np.array([0.0, 0.25, 1.0])
+    for dim in (6, 7):
+        emb = np.asarray(sinusoidal_embedding(jnp.asarray(t), dim, time_scale=10.0))
+        half = dim // 2
+        freqs = np.exp(-np.log(10_000.0) * np.arange(half) / (half - 1))
+        args = 10.0 * t[:, None] * freqs[None]
+        expected = np.concatenate([np.sin(args), np.cos(args)], -1)
+        np.testing.assert_allclose(emb[:, : 2 * half], expected, atol=1e-5)
+        assert emb.shape == (3, dim) and (dim % 2 == 0 or np.all(emb[:, -1] == 0))
+    with pytest.raises(ValueError, match="dim must be at least 2"):
+        sinusoidal_embedding(jnp.zeros(3), 1)
+
+
+def test_one_time_embedding_for_mlp_and_unet():
+    """Both nets feed the same features: changing the shared function changes both."""
+    import wgdiff.nets.mlp as mlp_module
+    import wgdiff.nets.unet as unet_module
+
+    assert mlp_module.sinusoidal_embedding is unet_module.sinusoidal_embedding
+    assert mlp_module.sinusoidal_embedding is sinusoidal_embedding
+    model = ScoreMLP(features=(8,), embed_dim=6, time_scale=10.0)
+    params = model.init(jax.random.key(0), jnp.zeros((1, 2)), jnp.zeros((1,)))
+    x, t = jnp.ones((3, 2)), jnp.array([0.0, 0.25, 1.0])
+    # The MLP's first layer sees [x, embedding(t)]: reproduce its first hidden layer.
+    dense = params["params"]["MLP_0"]["Dense_0"]
+    h = jnp.concatenate([x, sinusoidal_embedding(t, 6, time_scale=10.0)], -1)
+    ref = model.activation(h @ dense["kernel"] + dense["bias"])
+    inter = model.apply(params, x, t, capture_intermediates=True, mutable=["intermediates"])[1]
+    hidden = inter["intermediates"]["MLP_0"]["Dense_0"]["__call__"][0]
+    np.testing.assert_allclose(model.activation(hidden), ref, rtol=1e-5, atol=1e-6)
 
 
 def test_validation_errors():

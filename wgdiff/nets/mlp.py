@@ -23,31 +23,7 @@ from collections.abc import Callable, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-
-def _time_vector(t, x):
-    """Broadcast a scalar or ``(n,)`` time to ``(n,)`` matching ``x (n, ...)``."""
-    t = jnp.asarray(t, dtype=x.dtype)
-    return jnp.broadcast_to(t.reshape(-1) if t.ndim else t, (x.shape[0],))
-
-
-class SinusoidalEmbedding(nn.Module):
-    """Transformer-style sinusoidal features of ``t * time_scale``: ``(n,) -> (n, dim)``.
-
-    Frequencies are geometric between 1 and ``1 / max_period``, so with the default
-    ``time_scale = 1000`` times in ``[0, 1]`` are resolved from the coarsest to the
-    finest scale.
-    """
-
-    dim: int = 32
-    time_scale: float = 1000.0
-    max_period: float = 10_000.0
-
-    @nn.compact
-    def __call__(self, t):
-        half = self.dim // 2
-        freqs = jnp.exp(-math.log(self.max_period) * jnp.arange(half) / max(half - 1, 1))
-        args = (t * self.time_scale)[:, None] * freqs[None, :]
-        return jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=-1)
+from wgdiff.nets.embedding import sinusoidal_embedding, time_vector
 
 
 class MLP(nn.Module):
@@ -62,7 +38,7 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x, t):
         h = x.reshape(x.shape[0], -1)
-        emb = SinusoidalEmbedding(self.embed_dim, self.time_scale)(_time_vector(t, x))
+        emb = sinusoidal_embedding(time_vector(t, x), self.embed_dim, time_scale=self.time_scale)
         h = jnp.concatenate([h, emb], axis=-1)
         for width in self.features:
             h = self.activation(nn.Dense(width)(h))
@@ -129,4 +105,4 @@ class PotentialMLP(nn.Module):
         return grad
 
 
-__all__ = ["MLP", "PotentialMLP", "ScalarMLP", "ScoreMLP", "SinusoidalEmbedding"]
+__all__ = ["MLP", "PotentialMLP", "ScalarMLP", "ScoreMLP"]

@@ -22,27 +22,13 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-
-def sinusoidal_embedding(t: jax.Array, dim: int, max_period: float = 10_000.0) -> jax.Array:
-    """Transformer-style sinusoidal features of ``t``: ``(n,)`` -> ``(n, dim)``.
-
-    ``t`` is scaled by 1000 first so that times in ``[0, 1]`` span the same
-    frequencies as DDPM's integer steps.
-    """
-    half = dim // 2
-    freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
-    args = 1000.0 * t[:, None].astype(jnp.float32) * freqs[None, :]
-    emb = jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=-1)
-    if dim % 2:
-        emb = jnp.pad(emb, ((0, 0), (0, 1)))
-    return emb
+from wgdiff.nets.embedding import sinusoidal_embedding, time_vector
 
 
 def _groups(channels: int, max_groups: int) -> int:
@@ -126,13 +112,7 @@ class UNet(nn.Module):
                 f"x spatial shape {x.shape[1:3]} must be divisible by {factor} "
                 f"(2 ** (len(channel_mult) - 1))"
             )
-        t = jnp.asarray(t, dtype=x.dtype)
-        if t.ndim == 0:
-            t = jnp.full((x.shape[0],), t)
-        if t.shape != (x.shape[0],):
-            raise ValueError(
-                f"t must be a scalar or have shape (n,) = ({x.shape[0]},), got shape {t.shape}"
-            )
+        t = time_vector(t, x)
         temb_dim = 4 * self.base_channels
         temb = sinusoidal_embedding(t, self.base_channels)
         temb = nn.Dense(temb_dim)(nn.silu(nn.Dense(temb_dim)(temb)))
@@ -169,4 +149,4 @@ class UNet(nn.Module):
         return nn.Conv(out_channels, (3, 3), kernel_init=nn.initializers.zeros)(h)
 
 
-__all__ = ["AttentionBlock", "ResBlock", "UNet", "sinusoidal_embedding"]
+__all__ = ["AttentionBlock", "ResBlock", "UNet"]
