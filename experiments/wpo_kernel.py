@@ -59,7 +59,7 @@ from wgdiff.nets import ScoreMLP
 from wgdiff.nets.cholesky import CholeskyMLP, exact_gelu, fill_lower_triangular
 from wgdiff.samplers import euler_maruyama, log_likelihood
 from wgdiff.sde import VPSDE, BrownianSDE
-from wgdiff.train import create_train_state, dataset_sampler, make_train_step
+from wgdiff.train import create_train_state, dataset_sampler, fit, make_train_step
 from wgdiff.wpo import (
     AUTHORS_SETTINGS,
     empirical_log_density,
@@ -164,34 +164,53 @@ def machine_record(start_wall: float, start_cpu: float) -> dict:
     }
 
 
-# -- training to given step counts, timing training only -------------------------------------
+# -- training with evaluations at given step counts ------------------------------------------
 
 
-class StepTrainer:
-    """Runs a jitted ``wgdiff.train`` step to given step counts, timing training only.
+def train_evaluated(state, train_step, sample_batch, data_key, eval_steps, evaluate):
+    """``wgdiff.train.fit`` on the process CPU clock, evaluating at the step counts ``eval_steps``.
 
-    The clock is the process CPU time (``time.process_time``, all threads): the
-    2 cores are shared by other jobs, so wall time would hand whichever model
-    trains during a quiet spell a larger budget. One warm-up step compiles the
-    step before the clock starts, so compilation is excluded for both models.
+    ``fit`` times training only: compilation (its first step), evaluation and
+    logging are off the clock, which is the process CPU time over all threads
+    (the 2 cores are shared by other jobs, so wall time would hand whichever
+    model trains during a quiet spell a larger budget).
+
+    Returns:
+        ``(state, rows)``: one row per step of ``eval_steps``, with ``steps``,
+        ``train_seconds``, ``loss`` and the entries of ``evaluate(state)``.
     """
+    grid = sorted(set(int(s) for s in eval_steps))
+    every = math.gcd(*grid)
 
-    def __init__(self, state, train_step, sample_batch, key):
-        self.state, self.train_step = state, train_step
-        self.batch_fn = jax.jit(lambda i: sample_batch(jax.random.fold_in(key, i)))
-        self.elapsed, self.loss = 0.0, float("nan")
-        self.state, metrics = self.train_step(self.state, self.batch_fn(0))
-        jax.block_until_ready(metrics["loss"])
+    def at_grid(st):
+        return {"evaluated": True, **evaluate(st)} if int(st.step) in grid else None
 
-    def train_to(self, n_steps: int) -> int:
-        start = time.process_time()
-        metrics = None
-        while int(self.state.step) < n_steps:
-            self.state, metrics = self.train_step(self.state, self.batch_fn(int(self.state.step)))
-        if metrics is not None:
-            self.loss = float(metrics["loss"])  # blocks
-        self.elapsed += time.process_time() - start
-        return int(self.state.step)
+    state, history = fit(
+        state,
+        train_step,
+        sample_batch,
+        grid[-1],
+        data_key=data_key,
+        clock="process",
+        evaluate=at_grid,
+        evaluate_every=every,
+        log_every=grid[-1],
+        progress=False,
+    )
+    rows = [
+        {
+            "steps": r["step"],
+            "train_seconds": r["train_seconds"],
+            "loss": r["loss"],
+            **{k: v for k, v in r.items() if k not in _FIT_KEYS},
+        }
+        for r in history
+        if r.get("evaluated")
+    ]
+    return state, rows
+
+
+_FIT_KEYS = ("step", "train_seconds", "loss", "time", "compile_seconds", "stopped", "evaluated")
 
 
 def w2_draws(samples, references) -> dict:
@@ -215,11 +234,11 @@ def fig2_one_seed(key, cfg, references, test):
     k_data, k_split, k_wpo, k_dsm, k_eval = jax.random.split(key, 5)
     train = toy.sample_thin_moons(k_data, cfg["n_train"])
     centers, pool = split_centers(k_split, train, cfg["n_centers"])
-    k_wpo_batch = jax.random.fold_in(k_wpo, 1)  # derived before k_wpo is donated
+    # Keys derived before k_wpo / k_dsm are donated with the train states made from them.
+    k_wpo_batch, k_dsm_batch = jax.random.fold_in(k_wpo, 1), jax.random.fold_in(k_dsm, 1)
     net, state, step, sampler = init_wpo(
         k_wpo, centers, pool, init_bandwidth=INIT_BANDWIDTH, learning_rate=LR, batch_size=BATCH
     )
-    wpo = StepTrainer(state, step, sampler, k_wpo_batch)
     sde = VPSDE()
     score_net = ScoreMLP(features=(64,) * 5, activation=exact_gelu)
     params = score_net.init(k_dsm, train[:1], jnp.zeros((1,)))
@@ -228,48 +247,42 @@ def fig2_one_seed(key, cfg, references, test):
     def dsm_objective(p, key, batch):
         return dsm_loss(key, sde, functools.partial(score_net.apply, p), batch, weighting="sigma2")
 
-    k_dsm_batch = jax.random.fold_in(k_dsm, 1)
-    dsm = StepTrainer(
+    n_total = cfg["n_draws"] * cfg["n_eval_samples"]
+    n_ll = cfg["n_ll_dsm"]
+    matched = tuple(cfg["matched_steps"])
+    dsm_steps = matched + tuple(cfg["dsm_extra_steps"])
+
+    def eval_wpo(st):
+        model = model_from_params(net, st.params, centers)
+        k_i = jax.random.fold_in(k_eval, int(st.step))
+        return {
+            **w2_draws(model.sample(k_i, n_total), references),
+            "heldout_ll": float(jnp.mean(model.log_prob(test))),
+            "heldout_ll_subset": float(jnp.mean(model.log_prob(test[:n_ll]))),
+            "widest_kernel_std_max": float(np.max(model.kernel_stds())),
+        }
+
+    def eval_dsm(st):
+        score_fn = functools.partial(score_net.apply, st.params)
+        k_i = jax.random.fold_in(k_eval, int(st.step))
+        samples = euler_maruyama(k_i, sde, score_fn, (n_total, 2), cfg["sampler_steps"])
+        row = w2_draws(samples, references)
+        if int(st.step) in (matched[-1], dsm_steps[-1]):
+            ll = log_likelihood(k_i, sde, score_fn, test[:n_ll], rtol=1e-4, atol=1e-4)
+            row["heldout_ll_subset"] = float(jnp.mean(ll))
+        return row
+
+    wpo_state, wpo_rows = train_evaluated(state, step, sampler, k_wpo_batch, matched, eval_wpo)
+    _, dsm_rows = train_evaluated(
         create_train_state(k_dsm, params, optimizer),
         make_train_step(dsm_objective, optimizer, ema_decay=0.0),
         dataset_sampler(train, BATCH),
         k_dsm_batch,
+        dsm_steps,
+        eval_dsm,
     )
-    n_total = cfg["n_draws"] * cfg["n_eval_samples"]
-    n_ll = cfg["n_ll_dsm"]
-    curves = {"wpo": [], "dsm": []}
-    matched = tuple(cfg["matched_steps"])
-    for i, n_steps in enumerate(matched + tuple(cfg["dsm_extra_steps"])):
-        k_i = jax.random.fold_in(k_eval, i)
-        if n_steps <= matched[-1]:
-            wpo.train_to(n_steps)
-            model = model_from_params(net, wpo.state.params, centers)
-            stds = np.asarray(model.kernel_stds())
-            curves["wpo"].append(
-                {
-                    "steps": int(wpo.state.step),
-                    "train_seconds": wpo.elapsed,
-                    **w2_draws(model.sample(k_i, n_total), references),
-                    "heldout_ll": float(jnp.mean(model.log_prob(test))),
-                    "heldout_ll_subset": float(jnp.mean(model.log_prob(test[:n_ll]))),
-                    "ism_loss": wpo.loss,
-                    "widest_kernel_std_max": float(stds.max()),
-                }
-            )
-        dsm.train_to(n_steps)
-        score_fn = functools.partial(score_net.apply, dsm.state.params)
-        samples = euler_maruyama(k_i, sde, score_fn, (n_total, 2), cfg["sampler_steps"])
-        row = {
-            "steps": int(dsm.state.step),
-            "train_seconds": dsm.elapsed,
-            **w2_draws(samples, references),
-            "dsm_loss": dsm.loss,
-        }
-        if n_steps in (matched[-1], cfg["dsm_extra_steps"][-1]):
-            ll = log_likelihood(k_i, sde, score_fn, test[:n_ll], rtol=1e-4, atol=1e-4)
-            row["heldout_ll_subset"] = float(jnp.mean(ll))
-        curves["dsm"].append(row)
-    return curves, (net, wpo.state.params, centers, train)
+    curves = {"wpo": wpo_rows, "dsm": dsm_rows}
+    return curves, (net, wpo_state.params, centers, train)
 
 
 def first_reaching(rows, level):
@@ -484,9 +497,16 @@ def fig6_memorization(key, name, cfg):
     net, state, step, sampler = init_wpo(
         k_init, centers, pool, init_bandwidth=INIT_BANDWIDTH, learning_rate=LR, batch_size=BATCH
     )
-    trainer = StepTrainer(state, step, sampler, k_batch)
-    trainer.train_to(cfg["mem_wpo_steps"])
-    raw = model_from_params(net, trainer.state.params, centers)
+    state, _ = fit(
+        state,
+        step,
+        sampler,
+        cfg["mem_wpo_steps"],
+        data_key=k_batch,
+        log_every=cfg["mem_wpo_steps"],
+        progress=False,
+    )
+    raw = model_from_params(net, state.params, centers)
     capped, cap_choice = tune_max_std(raw, val)
 
     def wpo_row(model, k):
@@ -519,7 +539,7 @@ def fig6_memorization(key, name, cfg):
         "empirical": empirical,
         "early_stopping_eps_choice": eps_choice.to_dict(),
         "wpo": {
-            "steps": int(trainer.state.step),
+            "steps": int(state.step),
             "n_centers": n_centers,
             "uncapped": raw_row,
             "capped": capped_row,
@@ -603,20 +623,20 @@ def train_roll(key, train, val, cfg_model, log_every, n_steps):
     net, state, step, sampler = init_wpo(
         k_init, centers, pool, net=cfg_model["net"], chunk_size=cfg_model["chunk"]
     )
-    trainer = StepTrainer(state, step, sampler, k_batch)
-    log = []
-    for target in range(0, n_steps + 1, log_every):
-        trainer.train_to(max(target, 1))
-        model = model_from_params(net, trainer.state.params, centers, chunk_size=cfg_model["chunk"])
-        log.append(
-            {
-                "steps": int(trainer.state.step),
-                "train_seconds": trainer.elapsed,
-                "validation_ll": float(jnp.mean(model.log_prob(val))),
-                **kernel_diagnostics(model, val).summary(WIDE_STD),
-            }
-        )
-    return model, log, trainer
+    chunk = cfg_model["chunk"]
+
+    def diagnose(st):
+        model = model_from_params(net, st.params, centers, chunk_size=chunk)
+        return {
+            "validation_ll": float(jnp.mean(model.log_prob(val))),
+            **kernel_diagnostics(model, val).summary(WIDE_STD),
+        }
+
+    initial = {"steps": 0, "train_seconds": 0.0, **diagnose(state)}
+    steps = range(log_every, n_steps + 1, log_every)
+    state, rows = train_evaluated(state, step, sampler, k_batch, steps, diagnose)
+    model = model_from_params(net, state.params, centers, chunk_size=chunk)
+    return model, [initial, *rows], rows[-1]
 
 
 def roll_eval(model, key, references, test, val) -> dict:
@@ -671,9 +691,7 @@ def run_fig4(key, cfg):
         "net": CholeskyMLP(features=cfg["roll_hidden"], diag_offset=1.0 / INIT_BANDWIDTH),
         "chunk": cfg["roll_chunk"],
     }
-    model, log, trainer = train_roll(
-        k_big, train, val, spec, cfg["roll_log_every"], cfg["roll_steps"]
-    )
+    model, log, last = train_roll(k_big, train, val, spec, cfg["roll_log_every"], cfg["roll_steps"])
     capped, choice = tune_max_std(model, val)
     floor = data_floor(toy.sample_swiss_roll_6d, jax.random.fold_in(k_floor, 1), references)
     true_ll = {
@@ -697,10 +715,10 @@ def run_fig4(key, cfg):
         "n_centers": cfg["roll_n_centers"],
         "hidden": list(cfg["roll_hidden"]),
         "n_train": cfg["roll_n_train"],
-        "steps": int(trainer.state.step),
-        "train_seconds": trainer.elapsed,
-        "fraction_of_2e4_steps": int(trainer.state.step) / 2e4,
-        "fraction_of_paper_1e5_steps": int(trainer.state.step) / 1e5,
+        "steps": last["steps"],
+        "train_seconds": last["train_seconds"],
+        "fraction_of_2e4_steps": last["steps"] / 2e4,
+        "fraction_of_paper_1e5_steps": last["steps"] / 1e5,
         "training_log": log,
         "before_fix": roll_eval(model, k_eval, references, test, val),
         "after_fix": after,

@@ -1,4 +1,4 @@
-"""The WPO experiment's --quick run: writes a complete JSON and the figures."""
+"""The WPO experiment's --quick run: writes a complete JSON (under a quick name) and the figures."""
 
 from __future__ import annotations
 
@@ -20,23 +20,40 @@ _SPEC.loader.exec_module(wpo_kernel)
 
 def test_wpo_kernel_quick(tmp_path):
     wpo_kernel.main(["--quick", "--out", str(tmp_path)])
-    res = json.loads((tmp_path / "wpo_kernel.json").read_text())
+    assert not (tmp_path / "wpo_kernel.json").exists()  # never the full record's name
+    res = json.loads((tmp_path / "wpo_kernel_quick.json").read_text())
     assert res["config"]["quick"] is True
-    curves = res["fig2"]["curves"]
-    for model in ("wpo", "dsm"):
-        assert len(curves[model]) == wpo_kernel.QUICK["n_checkpoints"]
-        for row in curves[model]:
-            assert math.isfinite(row["w2"]) and math.isfinite(row["heldout_ll_subset"])
-        seconds = [r["train_seconds"] for r in curves[model]]
-        assert seconds == sorted(seconds)
-    assert res["fig2"]["reach"]["first_to_w2_level"] in ("wpo", "dsm")
-    mem = res["fig6"][0]["empirical"]
-    # Smaller early-stopping variance puts the reverse-SDE samples closer to training points:
-    # the memorization ratio must fall as eps falls.
-    ratios = [r["nn_ratio"] for r in sorted(mem, key=lambda r: -r["eps_variance"])]
+    quick = wpo_kernel.QUICK
+    fig2 = res["fig2"]
+    n_checkpoints = len(quick["matched_steps"]) + len(quick["dsm_extra_steps"])
+    assert len(fig2["per_seed_curves"]) == quick["seeds"]
+    for seed in fig2["per_seed_curves"]:
+        assert len(seed["wpo"]) == len(quick["matched_steps"])
+        assert len(seed["dsm"]) == n_checkpoints
+        for model in ("wpo", "dsm"):
+            steps = [r["steps"] for r in seed[model]]
+            assert steps == sorted(steps)
+            assert all(len(r["w2_draws"]) == quick["n_draws"] for r in seed[model])
+    # The level is fixed by the data floor, not by either model's results.
+    assert fig2["w2_level"] == pytest.approx(1.5 * fig2["data_floor"]["w2_mean"])
+    assert [r["steps"] for r in fig2["matched_steps"]] == list(quick["matched_steps"])
+    mem = res["fig6"][0]
+    # Smaller early-stopping variance puts the reverse-SDE samples closer to training points.
+    ratios = [r["nn_ratio"] for r in sorted(mem["empirical"], key=lambda r: -r["eps_variance"])]
     assert all(a > b for a, b in zip(ratios, ratios[1:], strict=False))
-    assert math.isfinite(res["fig6"][0]["wpo"]["nn_ratio_direct_samples"])
-    assert math.isfinite(res["fig4"]["heldout_ll"])
+    assert sum(r["validation_chosen"] for r in mem["empirical"]) == 1
+    assert mem["validated_comparison"]["early_stopping_eps"] in quick["mem_eps_grid"]
+    assert math.isfinite(mem["wpo"]["capped"]["heldout_ll"])
+    roll = res["fig4"]["scaled_run"]
+    # The cap is chosen by validation likelihood: it cannot lower it.
+    assert roll["after_fix"]["validation_ll"] >= roll["before_fix"]["validation_ll"] - 1e-6
+    assert math.isfinite(roll["true_heldout_ll"]) and math.isfinite(
+        roll["kde_baseline"]["heldout_ll"]
+    )
+    for label in ("cholesky", "log_cholesky_ablation"):
+        log = res["fig4"]["diagnosis"][label]["training_log"]
+        assert [r["steps"] for r in log] == sorted(r["steps"] for r in log)
     assert res["fig5"]["std_major_median"] >= res["fig5"]["std_minor_median"] > 0
-    for path in res["figures"]:
-        assert (tmp_path / path.split("/")[-1]).stat().st_size > 0
+    for part in wpo_kernel.PARTS:
+        for name in res[f"run_{part}"]["figures"]:
+            assert (tmp_path / name).stat().st_size > 0

@@ -104,8 +104,11 @@ def init_wpo(
             lose the softmax competition early get almost no ISM gradient and stay
             wide for a while (on thin moons we saw ~1% of 1000 centres with std > 0.3
             after 1500 steps, none after ~7000: experiments/results/wpo_kernel.json,
-            fig2.ablation_authors_plain_init); their samples are far outliers that
-            spoil W2 but barely move the log-likelihood.
+            fig2.ablation_authors_plain_init of the earlier record); their samples are
+            far outliers that spoil W2 but barely move the log-likelihood. In 6-D a
+            different widening dominates whatever the start: kernels grow along
+            directions where the data are locally uniform, which the ISM rewards;
+            ``wgdiff.wpo.tune_max_std`` caps it (see ``wgdiff.wpo.tuning``).
         learning_rate: Adam learning rate (authors: 2e-3).
         batch_size: ISM batch size (authors: 64).
         chunk_size: centres per streamed chunk.
