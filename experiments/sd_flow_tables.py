@@ -48,7 +48,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from wgdiff import metrics, sdflow  # noqa: E402
 from wgdiff.data import toy  # noqa: E402
-from wgdiff.data.toy.mixture import GaussianMixture  # noqa: E402
+from wgdiff.data.toy import GaussianMixture  # noqa: E402
 from wgdiff.nets.generator import LinearGenerator  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"

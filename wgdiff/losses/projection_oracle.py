@@ -89,7 +89,7 @@ import numpy as np
 from flax import struct
 
 from wgdiff._types import Array, PRNGKey, ScoreFn
-from wgdiff.data.toy.mixture import GaussianMixture
+from wgdiff.data.toy import GaussianMixture
 from wgdiff.losses.projection import (
     ProjectFn,
     _check_n_steps,

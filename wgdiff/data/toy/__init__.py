@@ -1,8 +1,8 @@
 """Toy distributions of the five papers, exact Gaussian mixtures and a name registry.
 
-- :mod:`wgdiff.data.toy.mixture`: :class:`GaussianMixture` (density, score,
+- :mod:`wgdiff.data.toy.gaussian_mixture`: :class:`GaussianMixture` (density, score,
   SDE-perturbed mixture and its exact score).
-- :mod:`wgdiff.data.toy.mixtures`: the sets that are mixtures (one Gaussian,
+- :mod:`wgdiff.data.toy.paper_mixtures`: the sets that are mixtures (one Gaussian,
   four clusters, 25-grid, question mark, 8 Gaussians, R^50 linear Gaussian).
 - :mod:`wgdiff.data.toy.manifolds`: moons, thin moons, circles, swiss rolls.
 - :mod:`wgdiff.data.toy.registry`: ``get(name)``, ``mixture(name)``, ``NAMES``.
@@ -10,6 +10,7 @@
 Every sampler is ``sample_<name>(key, n) -> (n, d)``.
 """
 
+from wgdiff.data.toy.gaussian_mixture import GaussianMixture
 from wgdiff.data.toy.manifolds import (
     sample_circles,
     sample_moons,
@@ -19,8 +20,7 @@ from wgdiff.data.toy.manifolds import (
     sample_thin_moons,
     sample_two_moons,
 )
-from wgdiff.data.toy.mixture import GaussianMixture
-from wgdiff.data.toy.mixtures import (
+from wgdiff.data.toy.paper_mixtures import (
     default_linear_gaussian_params,
     eight_gaussians_mixture,
     four_clusters_mixture,

@@ -14,33 +14,33 @@ from collections.abc import Callable
 
 import jax
 
-from wgdiff.data.toy import manifolds, mixtures
-from wgdiff.data.toy.mixture import GaussianMixture
+from wgdiff.data.toy import manifolds, paper_mixtures
+from wgdiff.data.toy.gaussian_mixture import GaussianMixture
 
 Sampler = Callable[[jax.Array, int], jax.Array]
 
 _SAMPLERS: dict[str, Sampler] = {
-    "one_gaussian": mixtures.sample_one_gaussian,
+    "one_gaussian": paper_mixtures.sample_one_gaussian,
     "two_moons": manifolds.sample_two_moons,
     "thin_moons": manifolds.sample_thin_moons,
-    "four_clusters": mixtures.sample_four_clusters,
-    "grid25": mixtures.sample_grid25,
-    "question_mark": mixtures.sample_question_mark,
+    "four_clusters": paper_mixtures.sample_four_clusters,
+    "grid25": paper_mixtures.sample_grid25,
+    "question_mark": paper_mixtures.sample_question_mark,
     "swiss_roll_2d": manifolds.sample_swiss_roll_2d,
     "swiss_roll_3d": manifolds.sample_swiss_roll_3d,
     "swiss_roll_6d": manifolds.sample_swiss_roll_6d,
     "circles": manifolds.sample_circles,
-    "eight_gaussians": mixtures.sample_eight_gaussians,
-    "linear_gaussian_50": mixtures.sample_linear_gaussian,
+    "eight_gaussians": paper_mixtures.sample_eight_gaussians,
+    "linear_gaussian_50": paper_mixtures.sample_linear_gaussian,
 }
 
 _MIXTURES: dict[str, Callable[[], GaussianMixture]] = {
-    "one_gaussian": mixtures.one_gaussian_mixture,
-    "four_clusters": mixtures.four_clusters_mixture,
-    "grid25": mixtures.grid25_mixture,
-    "question_mark": mixtures.question_mark_mixture,
-    "eight_gaussians": mixtures.eight_gaussians_mixture,
-    "linear_gaussian_50": mixtures.linear_gaussian_mixture,
+    "one_gaussian": paper_mixtures.one_gaussian_mixture,
+    "four_clusters": paper_mixtures.four_clusters_mixture,
+    "grid25": paper_mixtures.grid25_mixture,
+    "question_mark": paper_mixtures.question_mark_mixture,
+    "eight_gaussians": paper_mixtures.eight_gaussians_mixture,
+    "linear_gaussian_50": paper_mixtures.linear_gaussian_mixture,
 }
 
 NAMES: tuple[str, ...] = tuple(_SAMPLERS)

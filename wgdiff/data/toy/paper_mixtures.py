@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from wgdiff._checks import check_positive_int
-from wgdiff.data.toy.mixture import GaussianMixture
+from wgdiff.data.toy.gaussian_mixture import GaussianMixture
 
 # Kwon et al. sec 4.1 (values from the authors' code, see shared/papers/README.md).
 ONE_GAUSSIAN_VARIANCE = 0.1
