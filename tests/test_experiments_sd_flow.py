@@ -3,18 +3,14 @@ geometry reproduces the paper's CFD threshold."""
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import jax
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
-
-import sd_flow_tables  # noqa: E402
-
-from wgdiff import metrics  # noqa: E402
-from wgdiff.data import toy  # noqa: E402
+from experiments import sd_flow_tables
+from wgdiff import metrics
+from wgdiff.data import toy
 
 RESULTS = Path(__file__).resolve().parents[1] / "experiments" / "results" / "sd_flow.json"
 

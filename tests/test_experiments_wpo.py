@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 
+from experiments import wpo_kernel
+
 # Paper reproductions (even --quick) take minutes of CPU: run with `pytest -m slow`.
 pytestmark = pytest.mark.slow
-
-_PATH = Path(__file__).resolve().parents[1] / "experiments" / "wpo_kernel.py"
-_SPEC = importlib.util.spec_from_file_location("wpo_kernel", _PATH)
-wpo_kernel = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(wpo_kernel)
 
 
 def test_wpo_kernel_quick(tmp_path):

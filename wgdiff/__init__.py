@@ -6,37 +6,26 @@ networks, ``wg.losses`` score-matching objectives, ``wg.samplers`` reverse-time 
 ``wg.data`` toy and image data, and one module per paper: ``wg.sdflow`` (Weber),
 ``wg.wpo`` (Zhang et al.), ``wg.bounds`` (Kwon et al.), ``wg.conservativity``
 (Vuong et al.), ``wg.samplers.predict_project`` (Ghimire et al.).
+
+Subpackages are imported on first use (PEP 562), so ``import wgdiff`` is cheap and
+``wg.metrics`` (OTT), ``wg.train`` checkpoints (orbax), ``wg.samplers`` (diffrax) or
+image data (TFDS) load only when a program touches them.
 """
 
-from wgdiff import (
-    bounds,
-    conservativity,
-    data,
-    evaluation,
-    image_features,
-    losses,
-    metrics,
-    nets,
-    samplers,
-    sde,
-    sdflow,
-    train,
-    wpo,
-)
-from wgdiff.sde import SDE, VESDE, VPSDE, BrownianSDE
+import importlib as _importlib
+from importlib import metadata as _metadata
 
-__version__ = "0.1.0"
+try:
+    __version__ = _metadata.version("wgdiff")  # single source: pyproject.toml
+except _metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
-__all__ = [
-    "SDE",
-    "VESDE",
-    "VPSDE",
-    "BrownianSDE",
-    "__version__",
+_SUBMODULES = (
     "bounds",
     "conservativity",
     "data",
     "evaluation",
+    "flows",
     "image_features",
     "losses",
     "metrics",
@@ -46,4 +35,23 @@ __all__ = [
     "sdflow",
     "train",
     "wpo",
-]
+)
+_FROM_SDE = ("SDE", "VESDE", "VPSDE", "BrownianSDE")
+
+__all__ = ["SDE", "VESDE", "VPSDE", "BrownianSDE", "__version__", *_SUBMODULES]
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        module = _importlib.import_module(f"wgdiff.{name}")
+        globals()[name] = module
+        return module
+    if name in _FROM_SDE:
+        value = getattr(_importlib.import_module("wgdiff.sde"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'wgdiff' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

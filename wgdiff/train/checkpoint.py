@@ -33,14 +33,25 @@ import shutil
 import time
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jax
-import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, SingleDeviceSharding
 
 from wgdiff.train.parallel import replicated_sharding
 from wgdiff.train.state import TrainState
+
+if TYPE_CHECKING:
+    import orbax.checkpoint as ocp
+
+
+def _ocp():
+    """orbax.checkpoint, imported on first use (it is slow to import and only needed here)."""
+    import orbax.checkpoint
+
+    return orbax.checkpoint
+
 
 CHECKPOINT_SUBDIR = "checkpoints"
 CORRUPT_SUBDIR = "checkpoints-corrupt"
@@ -56,10 +67,10 @@ def checkpoint_manager(run_dir, *, max_to_keep: int = 3) -> ocp.CheckpointManage
     Temporary directories left by a save that was killed are removed on creation.
     """
     directory = Path(run_dir).resolve() / CHECKPOINT_SUBDIR
-    options = ocp.CheckpointManagerOptions(
+    options = _ocp().CheckpointManagerOptions(
         max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True
     )
-    return ocp.CheckpointManager(directory, options=options)
+    return _ocp().CheckpointManager(directory, options=options)
 
 
 def save_checkpoint(
@@ -71,10 +82,10 @@ def save_checkpoint(
     caller may donate ``state`` next), files are written in the background;
     call ``manager.wait_until_finished()`` before exiting.
     """
-    items = {"state": ocp.args.StandardSave(state)}
+    items = {"state": _ocp().args.StandardSave(state)}
     if config is not None:
-        items["config"] = ocp.args.JsonSave(config)
-    manager.save(int(state.step), args=ocp.args.Composite(**items))
+        items["config"] = _ocp().args.JsonSave(config)
+    manager.save(int(state.step), args=_ocp().args.Composite(**items))
 
 
 def abstract_state(like, mesh: Mesh | None = None):
@@ -95,7 +106,7 @@ def abstract_state(like, mesh: Mesh | None = None):
 
 def _restore_step(manager: ocp.CheckpointManager, abstract, step: int):
     restored = manager.restore(
-        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
+        step, args=_ocp().args.Composite(state=_ocp().args.StandardRestore(abstract))
     )
     return restored["state"]
 
@@ -195,7 +206,9 @@ def restore_config(manager: ocp.CheckpointManager, step: int | None = None) -> d
     if step is None:
         raise FileNotFoundError(f"no checkpoint in {manager.directory}")
     try:
-        restored = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+        restored = manager.restore(
+            step, args=_ocp().args.Composite(config=_ocp().args.JsonRestore())
+        )
     except (KeyError, ValueError, FileNotFoundError):
         return None
     return restored["config"]
