@@ -5,48 +5,84 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
-
-# Paper reproductions (even --quick) take minutes of CPU: run with `pytest -m slow`.
-pytestmark = pytest.mark.slow
 
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "predict_project.py"
 
 
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
+def _module():
     spec = importlib.util.spec_from_file_location("exp_predict_project", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    module = _module()
     out = tmp_path_factory.mktemp("pp")
     module.main(["--quick", "--out", str(out)])
-    return module, out
+    return module, out, json.loads((out / "predict_project_quick.json").read_text())
 
 
-def test_quick_run_writes_json_and_pngs(quick_run):
-    _, out = quick_run
-    result = json.loads((out / "predict_project.json").read_text())
+def test_paired_verdicts_follow_the_t_interval():
+    """Fast: the verdict logic on hand-made seeds (no sampling)."""
+    module = _module()
+    better = module.paired([1.0, 1.1, 0.9], [2.0, 2.1, 1.95])
+    assert better["verdict"] == "better" and better["mean"] < 0
+    tie = module.paired([1.0, 2.0, 0.5], [1.2, 1.1, 1.0])
+    assert tie["verdict"] == "no resolved difference"
+    worse = module.paired([3.0, 3.1, 2.9], [1.0, 1.05, 0.95])
+    assert worse["verdict"] == "worse"
+    # 95% t interval with 2 degrees of freedom (t = 4.303).
+    d = np.array([1.0, 2.0, 0.5]) - np.array([1.2, 1.1, 1.0])
+    np.testing.assert_allclose(
+        tie["ci95_half_width"], 4.3027 * d.std(ddof=1) / np.sqrt(3), rtol=1e-4
+    )
+    assert module.paper_delta_mu(20) == 1.0 and module.paper_delta_mu(100) == pytest.approx(0.1)
+    assert module.paper_delta_mu(40) == pytest.approx(0.4) and module.paper_delta_mu(5) == 1.0
+    assert 0.1 < module.paper_delta_mu(50) < 0.4
+
+
+@pytest.mark.slow
+def test_quick_run_is_complete_and_consistent(quick_run):
+    module, out, result = quick_run
     assert result["quick"] is True and "scaled_down" in result
-    assert (out / "predict_project_mixture.png").stat().st_size > 0
-    assert (out / "predict_project_digits.png").stat().st_size > 0
-    ns = result["config"]["n_values"]
+    assert not (out / "predict_project.json").exists()  # quick never writes the full name
+    cfg = result["config"]
     for part in ("exact_score", "learned"):
-        table = result["mixture"][part]["table"]
-        for n in ns:
-            row = table[str(n)]
-            for key in ("em", "pp_paper", "pp_auto", "pp_best"):
-                assert math.isfinite(row[key]) and row[key] >= 0
-            # The oracle is the grid minimum, by construction.
-            assert row["pp_best"] == min(row["pp_grid"].values())
-        assert all(0.0 <= v <= 1.0 for v in result["mixture"][part]["delta_mu_auto"].values())
+        res = result["mixture"][part]
+        for nfe in cfg["nfe"]:
+            row = res["table"][str(nfe)]
+            for name in ("em", "ddim", "dpmpp2m", "heun_karras", "pc", "pp_paper", "pp_auto"):
+                assert len(row[name]["values"]) == cfg["seeds"]
+                assert all(math.isfinite(v) and v >= 0 for v in row[name]["values"])
+            # Equal NFE: PP runs NFE / 2 steps of two network calls.
+            assert res["nfe_used"][f"pp_auto@{nfe}"] == nfe
+            assert res["nfe_used"][f"em@{nfe}"] == nfe
+            v = res["verdicts"][str(nfe)]
+            best = v["best_other_solver"]
+            assert row[best]["mean"] == min(
+                s["mean"] for k, s in row.items() if not k.startswith("pp_") and k != "em_half"
+            )
+            assert v["pp_auto"]["vs_em"]["verdict"] in ("better", "worse", "no resolved difference")
+        assert "pp_literal" in res["table"]["20"]
+        assert set(res["alpha_sweep_first_seed"]["10"]["values"]) == {"0.0", "1.0"}
+        assert res["alpha_sweep_first_seed"]["10"]["n_steps"] == 10
+        assert res["capacity"]["relative_error_to_oracle"]
+    # The oracle needs a bijective predict map: absent at NFE 10 (N = 5), present at 20.
+    exact = result["mixture"]["exact_score"]["table"]
+    assert "pp_oracle" not in exact["10"] and "pp_oracle" in exact["20"]
+    assert "pp_oracle" not in result["mixture"]["learned"]["table"]["20"]
+    w2_rows = result["mixture"]["exact_w2_subset"]
+    assert len(w2_rows["exact_score"]["20"]["pp_oracle"]["values"]) == cfg["seeds"]
+    assert w2_rows["floor"]["mean"] > 0
     digits = result["digits"]
-    for n in ns:
-        assert math.isfinite(digits["table"][str(n)]["em"])
-        assert math.isfinite(digits["table"][str(n)]["pp_auto"])
-    assert digits["fd_digits_floor_real_subset"] >= 0
-    assert set(result["mixture"]["alpha_sweep"]["exact_score"]) == {"0.0", "1.0"}
-    # The markdown table carries the paper's FID next to our rows.
-    md = result["table_markdown"]
-    assert "paper Celeb-A FID, score" in md and "ours mixture W2, exact score: EM" in md
-    # The classifier is cached in the run directory and reused.
+    assert math.isfinite(digits["quality_em"]["fd_digits"])
+    assert digits["fd_digits_floor_real_subset"]["mean"] >= 0
+    assert "pp_literal" in digits["table"]["10"]
+    assert result["statement"] and result["headline"]["digits"]["10"]["pp"]
+    assert (out / "predict_project_quick_mixture.png").stat().st_size > 0
+    assert (out / "predict_project_quick_digits.png").stat().st_size > 0
     assert (out / "digits_classifier.msgpack").exists()

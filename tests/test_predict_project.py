@@ -173,7 +173,12 @@ def test_joint_objective_gradients_are_each_nets_own():
         "score": score_net.init(jax.random.key(0), jnp.zeros((1, 2)), jnp.ones(1)),
         "project": proj_net.init(jax.random.key(1), jnp.zeros((1, 2)), jnp.ones(1), jnp.ones(1)),
     }
-    loss_fn = joint_objective(SDE_, score_net.apply, proj_net.apply, n_steps=(10, 20))
+    loss_fn = joint_objective(
+        SDE_,
+        lambda p, x, t: score_net.apply(p["score"], x, t),
+        lambda p, y, t, h: proj_net.apply(p["project"], y, t, h),
+        n_steps=(10, 20),
+    )
     batch, key = gaussian_data(64), jax.random.key(3)
     grads = jax.grad(loss_fn)(params, key, batch)
     score_key, proj_key = jax.random.split(key)

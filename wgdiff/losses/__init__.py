@@ -10,6 +10,7 @@ from wgdiff.losses.flow_matching import (
     wgf_flow_matching_objective,
 )
 from wgdiff.losses.projection import (
+    ScoreAndProjection,
     StepConditioned,
     gaussian_optimal_projection,
     gaussian_projection_minimum,
@@ -41,6 +42,7 @@ __all__ = [
     "DIVERGENCES",
     "Eq35Projection",
     "OracleProjection",
+    "ScoreAndProjection",
     "WEIGHTINGS",
     "StepConditioned",
     "conditional_wgf_velocity",

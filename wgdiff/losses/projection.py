@@ -222,13 +222,14 @@ def joint_objective(
     *,
     n_steps,
     eps: float = 1e-3,
-    score_loss: str = "dsm",
     weighting: str = "sigma2",
     projection_coeff: float = 1.0,
 ):
     """``loss_fn(params, key, batch)`` training score net and projection net in one step.
 
-    ``params = {"score": ..., "project": ...}``; the loss is
+    Both apply functions take the whole parameter tree (e.g. a ``ScoreAndProjection``
+    module's, or a dict ``{"score": ..., "project": ...}`` with apply functions that
+    pick their part). The loss is
     ``dsm_loss(score) + projection_coeff * projection_loss(project; score)`` with the
     score held fixed inside the projection term, so each net gets the gradient of
     its own objective and one optimizer step updates both (Ghimire app. B: "we
@@ -240,24 +241,23 @@ def joint_objective(
         project_apply: ``(params, y, t', h) -> projection``.
         n_steps: ``N`` or sequence of ``N`` for the projection term.
         eps: sampler's final time.
-        score_loss: only ``"dsm"``.
         weighting: DSM weighting (see ``wgdiff.losses.dsm_loss``).
         projection_coeff: weight of the projection term (does not change either
-            net's optimum since the parameters are disjoint).
+            net's optimum when their parameters are disjoint).
 
     Returns:
-        ``loss_fn(params, key, batch) -> scalar``, for ``wgdiff.train.make_train_step``.
+        ``loss_fn(params, key, batch) -> scalar``: for ``wgdiff.train.make_train_step``,
+        or ``objective=lambda sde, apply: joint_objective(sde, apply, ...)`` of
+        ``wgdiff.train.fit_score_model``.
     """
     from wgdiff.losses.score_matching import dsm_loss
 
-    if score_loss != "dsm":
-        raise ValueError(f"score_loss must be 'dsm', got {score_loss!r}")
     _check_n_steps(n_steps)
 
     def loss_fn(params, key, batch):
         score_key, proj_key = jax.random.split(key)
-        score_fn = lambda x, t: score_apply(params["score"], x, t)
-        project_fn = lambda y, t, h: project_apply(params["project"], y, t, h)
+        score_fn = lambda x, t: score_apply(params, x, t)
+        project_fn = lambda y, t, h: project_apply(params, y, t, h)
         score_term = dsm_loss(score_key, sde, score_fn, batch, weighting=weighting)
         proj_term = projection_loss(
             proj_key,
@@ -272,6 +272,35 @@ def joint_objective(
         return score_term + projection_coeff * proj_term
 
     return loss_fn
+
+
+class ScoreAndProjection(nn.Module):
+    """A score net and a projection net in one parameter tree (Ghimire app. B: same-size nets).
+
+    ``__call__(x, t)`` is the score net (so ``wgdiff.train.fit_score_model`` treats the
+    pair as a score model); ``project(y, t', h)`` the projection net. Initialize both
+    with ``init(key, x, t, method=ScoreAndProjection.init_both)``.
+
+    Attributes:
+        score: ``(x, t) -> like x``.
+        projection: ``(y, t', h) -> like y`` (e.g. ``StepConditioned(...)``).
+    """
+
+    score: nn.Module
+    projection: nn.Module
+
+    def __call__(self, x, t):
+        return self.score(x, t)
+
+    def project(self, y, t, h):
+        return self.projection(y, t, h)
+
+    def init_both(self, x, t):
+        return self.score(x, t), self.projection(x, t, jnp.full_like(jnp.asarray(t), 1e-2))
+
+    def project_apply(self, params, y, t, h):
+        """``(params, y, t', h) -> T``, the ``project_apply`` of ``joint_objective``."""
+        return self.apply(params, y, t, h, method=ScoreAndProjection.project)
 
 
 class StepConditioned(nn.Module):
@@ -378,6 +407,7 @@ def gaussian_projection_norm(
 
 
 __all__ = [
+    "ScoreAndProjection",
     "StepConditioned",
     "gaussian_optimal_projection",
     "gaussian_projection_minimum",
