@@ -31,7 +31,8 @@ Authors' settings (papers/README.md): 1000 centres (paper text: 5000), Adam
 2e-3, batch 64, ``Gamma = L L^T + 0.01 I``; we train for fewer steps (see
 ``config``/``deviations`` in the JSON).
 
-Run: ``python experiments/wpo_kernel.py [--quick] [--part fig2|fig6|fig4|all|merge] [--out DIR]``.
+Run: ``python experiments/wpo_kernel.py [--quick] [--part PART] [--out DIR]`` with PART one of
+fig2, fig6, fig4diag, fig4, all (default), merge.
 Full parts write ``results/wpo_kernel_part_<part>.json``; ``--part merge``
 assembles ``results/wpo_kernel.json``. ``--quick`` writes ``wpo_kernel_quick*``.
 """
@@ -77,7 +78,7 @@ from wgdiff.wpo import (
 
 RESULTS = Path(__file__).resolve().parent / "results"
 NAME = "wpo_kernel"
-PARTS = ("fig2", "fig6", "fig4")
+PARTS = ("fig2", "fig6", "fig4diag", "fig4")
 
 FULL = {
     "seeds": 3,
@@ -85,8 +86,8 @@ FULL = {
     "n_centers": AUTHORS_SETTINGS["n_centers"],
     "n_draws": 5,
     "n_eval_samples": 1_000,
-    "matched_steps": (250, 500, 1_000, 2_000),
-    "dsm_extra_steps": (6_000, 12_000),
+    "matched_steps": (250, 500, 1_000, 1_500),
+    "dsm_extra_steps": (4_000, 12_000),
     "n_ll_dsm": 100,
     "sampler_steps": 250,
     "mem_datasets": ("thin_moons", "swiss_roll_2d"),
@@ -650,13 +651,11 @@ def roll_eval(model, key, references, test, val) -> dict:
     }
 
 
-def run_fig4(key, cfg):
-    k_diag, k_big, k_true, k_eval, k_floor = jax.random.split(key, 5)
+def run_fig4_diagnosis(key, cfg):
+    """The collapse at the previous run's setting (1000 centres, 5 x 64, 2000 steps)."""
+    k_diag, _, _, k_eval, k_floor = jax.random.split(key, 5)
     n = cfg["n_eval_samples"]
     n_test = cfg["n_draws"] * n
-    out = {"wide_std_threshold": WIDE_STD}
-
-    # 1. Diagnosis at the previous run's setting (1000 centres, 5 x 64, 2000 steps).
     train, val, test = roll_sets(k_diag, cfg["diag_n_train"], cfg["roll_n_val"], n_test)
     references = [test[k * n : (k + 1) * n] for k in range(cfg["n_draws"])]
     diagnosis = {"setting": "previous run: 1000 centres, 5 x 64 GeLU, 2000 steps, 2e4 points"}
@@ -681,9 +680,16 @@ def run_fig4(key, cfg):
             "fixed_caps": fixed_caps,
         }
     diagnosis["data_floor"] = data_floor(toy.sample_swiss_roll_6d, k_floor, references)
-    out["diagnosis"] = diagnosis
+    diagnosis["wide_std_threshold"] = WIDE_STD
+    return {"fig4_diagnosis": diagnosis}
 
-    # 2. The largest run the budget allows, before and after the fix.
+
+def run_fig4(key, cfg):
+    """The largest 6-D run the budget allows, before and after the fix, with baselines."""
+    _, k_big, k_true, k_eval, k_floor = jax.random.split(key, 5)
+    n = cfg["n_eval_samples"]
+    n_test = cfg["n_draws"] * n
+    out = {"wide_std_threshold": WIDE_STD}
     train, val, test = roll_sets(k_big, cfg["roll_n_train"], cfg["roll_n_val"], n_test)
     references = [test[k * n : (k + 1) * n] for k in range(cfg["n_draws"])]
     spec = {
@@ -920,6 +926,8 @@ def run_part(part, key, cfg, out_dir, name, plots):
     elif part == "fig6":
         res, mem_plots = run_fig6(k6, cfg)
         figures = plot_fig6(out_dir, name, mem_plots) if plots else []
+    elif part == "fig4diag":
+        res, figures = run_fig4_diagnosis(k4, cfg), []
     else:
         res, roll = run_fig4(k4, cfg)
         figures = plot_fig4(out_dir, name, roll, cfg["grid"]) if plots else []

@@ -46,7 +46,7 @@ def test_wpo_kernel_quick(tmp_path):
         roll["kde_baseline"]["heldout_ll"]
     )
     for label in ("cholesky", "log_cholesky_ablation"):
-        log = res["fig4"]["diagnosis"][label]["training_log"]
+        log = res["fig4_diagnosis"][label]["training_log"]
         assert [r["steps"] for r in log] == sorted(r["steps"] for r in log)
     assert res["fig5"]["std_major_median"] >= res["fig5"]["std_minor_median"] > 0
     for part in wpo_kernel.PARTS:
