@@ -120,17 +120,26 @@ def run(quick: bool = False) -> dict:
             512 if quick else 4096, 20 if quick else 200, 2 if quick else 3
         ),
         "train": train_throughput(256, 20 if quick else 500, 2 if quick else 3),
-        "targets": [
-            target(
-                "Euler-Maruyama time / (N x net forward), median of interleaved repeats",
-                overhead["em_overhead_ratio"],
-                at_most=overhead["target_ratio"],
-            )
-        ],
         "quick": quick,
     }
+    record["targets"] = targets(record)
     write_result("core", record)
     return record
+
+
+def targets(record: dict) -> list[dict]:
+    """The sampler-overhead goal, judged on the median of interleaved repeats.
+
+    Also applied by the runner to records written before records carried targets.
+    """
+    overhead = record["sampler_overhead"]
+    return [
+        target(
+            "Euler-Maruyama time / (N x net forward), median of interleaved repeats",
+            overhead["em_overhead_ratio"],
+            at_most=overhead.get("target_ratio", 1.15),
+        )
+    ]
 
 
 def headline(r: dict) -> dict:

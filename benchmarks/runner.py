@@ -477,7 +477,42 @@ def _json_default(value):
         return str(value)
 
 
-def render_summary(outcomes: list[dict], machine: dict, *, quick: bool) -> str:
+def history_notes(results_dir: Path, names: Iterable[str]) -> list[str]:
+    """One line per benchmark with earlier full runs in ``history/<name>.jsonl``.
+
+    Each earlier run is listed by date, with ``targets MISSED`` when its targets failed:
+    the record's own ``targets``, or for records older than that field the benchmark
+    module's ``targets(record)`` applied to it.
+    """
+    lines = []
+    for name in names:
+        module_path = BENCH_DIR / f"bench_{name}.py"
+        module = _load_module(module_path) if module_path.is_file() else None
+        judge = getattr(module, "targets", None)
+        candidates = [Path(results_dir) / "history" / f"{n}.jsonl" for n in (name, f"bench_{name}")]
+        path = next((p for p in candidates if p.is_file()), None)
+        if path is None:
+            continue
+        runs = []
+        for line in path.read_text().splitlines():
+            run = json.loads(line)
+            date = run.get("machine", {}).get("date", "unknown date")
+            goals = run.get("targets")
+            if goals is None and judge is not None:
+                try:
+                    goals = judge(run)
+                except (KeyError, IndexError, TypeError, ValueError):
+                    goals = None
+            missed = bool(goals) and not all(g["met"] for g in goals)
+            runs.append(f"{date}" + (" (targets MISSED)" if missed else ""))
+        if len(runs) > 1:
+            lines.append(f"`{name}`: {len(runs)} full runs on record, " + "; ".join(runs))
+    return lines
+
+
+def render_summary(
+    outcomes: list[dict], machine: dict, *, quick: bool, results_dir: Path | None = None
+) -> str:
     """The markdown page: date, machine, then one table of every benchmark's headline."""
     dates = sorted(o["finished"] for o in outcomes)
     versions = ", ".join(f"{k} {v}" for k, v in machine.get("versions", {}).items() if v)
@@ -525,6 +560,13 @@ def render_summary(outcomes: list[dict], machine: dict, *, quick: bool) -> str:
             + ", ".join(_time_cell(o) for o in timed)
             + "."
         )
+    if results_dir is not None and not quick:
+        notes = history_notes(results_dir, [o["name"] for o in outcomes])
+        if notes:
+            lines += ["", "Every full run is kept in `history/<name>.jsonl`, failing ones too:"]
+            lines.append("")
+            lines += [f"- {note}" for note in notes]
+            lines.append("")
     read = [o for o in outcomes if o.get("source")]
     if read:
         lines.append(
@@ -566,7 +608,7 @@ def write_summary(
     json_path.write_text(
         json.dumps({"machine": machine, "outcomes": merged}, indent=2, default=_json_default)
     )
-    md_path.write_text(render_summary(merged, machine, quick=quick))
+    md_path.write_text(render_summary(merged, machine, quick=quick, results_dir=results_dir))
     return md_path
 
 

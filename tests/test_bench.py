@@ -402,3 +402,24 @@ def test_full_quick_suite(tmp_path):
     assert proc.returncode == 0 and not failed, (failed, proc.stdout[-3000:])
     assert all(o["headline"] for o in summary["outcomes"])
     assert {p.stem for p in tmp_path.glob("*_quick.json")} >= {"core_quick", "train_quick"}
+
+
+def test_history_flags_old_failing_records(tmp_path):
+    """A record from before targets were stored is judged by its module's targets()."""
+    history = tmp_path / "history"
+    history.mkdir()
+    rows = [
+        {"machine": {"date": "2026-11-23T05:36"}, "sampler_overhead": {"em_overhead_ratio": 1.51}},
+        {"machine": {"date": "2026-11-23T06:14"}, "sampler_overhead": {"em_overhead_ratio": 0.97}},
+    ]
+    (history / "core.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    notes = runner.history_notes(tmp_path, ["core"])
+    assert notes == [
+        "`core`: 2 full runs on record, 2026-11-23T05:36 (targets MISSED); 2026-11-23T06:14"
+    ]
+    runner.write_summary(
+        [{"name": "core", "status": "ok", "finished": "now", "headline": {"x": 1.0}}],
+        tmp_path,
+        quick=False,
+    )
+    assert "(targets MISSED)" in (tmp_path / "SUMMARY.md").read_text()

@@ -1,13 +1,25 @@
-"""The wgdiff command line: help texts, demo, train -> sample -> evaluate."""
+"""The wgdiff command line: help texts, demo, train -> sample -> evaluate.
+
+Values are checked against independent recomputation: W2 with POT's exact solver on the
+samples the commands saved, the held-out set regenerated from the run config.
+"""
 
 import json
 import subprocess
 import sys
 
 import numpy as np
+import ot
 import pytest
 
-from wgdiff.cli import build_parser, main
+from wgdiff.cli import build_parser, main, split_dataset
+
+
+def pot_w2(x, y) -> float:
+    """Exact W2 (not squared) between equal-weight empirical measures, float64 POT."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    return float(np.sqrt(ot.emd2([], [], ot.dist(x, y), numItermax=10**7)))
+
 
 COMMANDS = ("demo", "train", "sample", "evaluate")
 
@@ -49,11 +61,28 @@ def test_demo_writes_table_json_and_png(tmp_path, capsys):
     )
     assert code == 0
     out = capsys.readouterr().out
-    assert "Euler-Maruyama" in out and "fresh data (floor)" in out
+    assert "Euler-Maruyama" in out and "fresh data (floor)" in out and "/floor" in out
     result = json.loads((run_dir / "results.json").read_text())
     rows = result["rows"]
     assert [r["nfe"] for r in rows[:3]] == [5, 50, 10]
-    assert all(np.isfinite(r["w2"]) and r["w2"] > 0 for r in rows)
+    saved = np.load(run_dir / "samples.npz")
+    config = result["config"]
+    _, heldout = split_dataset(
+        config["dataset"], config["n_train"], config["n_heldout"], config["seed"]
+    )
+    np.testing.assert_array_equal(saved["heldout"], np.asarray(heldout))
+    floor = pot_w2(saved["fresh"], heldout)
+    assert result["w2_fresh_vs_heldout"] == pytest.approx(floor, rel=1e-4)
+    for i, row in enumerate(rows):
+        x = saved[f"row_{i}"]
+        assert x.shape == (300, 2)
+        # The table's W2 is the exact W2 of the samples shown (POT recomputes it).
+        assert row["w2"] == pytest.approx(pot_w2(x, heldout), rel=1e-4), row
+        assert row["w2_over_floor"] == pytest.approx(row["w2"] / floor, rel=1e-4)
+        assert f"{row['w2']:.4f}" in out and f"{row['w2_over_floor']:.2f}" in out
+    # 200 training steps cannot reach the floor (the tuned default does: README).
+    assert all(r["w2_over_floor"] > 1.0 for r in rows)
+    assert result["train_cpu_seconds"] > 0 and len(result["load_average_1_5_15"]) == 3
     assert (run_dir / "samples.png").stat().st_size > 10_000
 
 
@@ -78,19 +107,26 @@ def test_train_sample_evaluate(tmp_path, capsys):
         "--quiet",
     ]
     assert main(args) == 0
-    assert (run_dir / "config.json").exists()
-    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 1
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["steps"] == 60 and config["features"] == [16, 16]
+    log = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in log] == [60] and log[-1]["stopped"] == "n_steps"
+    assert f"final loss {log[-1]['loss']:.4f}" in capsys.readouterr().out
     out = tmp_path / "x.npy"
-    assert (
-        main(["sample", "--run-dir", str(run_dir), "--steps", "20", "--n", "64", "--out", str(out)])
-        == 0
-    )
+    # As many samples as held-out points, same seed, sampler and steps as `evaluate`: the
+    # two commands draw the same points, so evaluate's W2 must be POT's W2 of x.npy.
+    sample = ["sample", "--run-dir", str(run_dir), "--steps", "20", "--n", "200"]
+    assert main([*sample, "--out", str(out)]) == 0
     x = np.load(out)
-    assert x.shape == (64, 2) and np.all(np.isfinite(x))
-    assert "wrote 64 samples" in capsys.readouterr().out
+    assert x.shape == (200, 2) and np.all(np.isfinite(x))
+    assert "wrote 200 samples" in capsys.readouterr().out
     assert main(["evaluate", "--run-dir", str(run_dir), "--steps", "20"]) == 0
     report = json.loads((run_dir / "evaluation.json").read_text())
-    assert report["nfe"] == 20 and np.isfinite(report["w2"]["value"])
+    _, heldout = split_dataset("two_moons", 500, 200, 0)
+    assert report["nfe"] == 20
+    assert report["w2"]["value"] == pytest.approx(pot_w2(x, heldout), rel=1e-4)
+    halves = pot_w2(heldout[:100], heldout[100:])
+    assert report["certificates"]["w2_heldout_halves"] == pytest.approx(halves, rel=1e-4)
     assert report["certificates"]["bound"]["bound"] > 0
     assert "Kwon upper bound" in capsys.readouterr().out
 
