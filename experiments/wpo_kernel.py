@@ -32,7 +32,7 @@ Authors' settings (papers/README.md): 1000 centres (paper text: 5000), Adam
 ``config``/``deviations`` in the JSON).
 
 Run: ``python experiments/wpo_kernel.py [--quick] [--part PART] [--out DIR]`` with PART one of
-fig2, fig6, fig4diag, fig4, all (default), merge.
+fig2, fig6, fig4diag, fig4ablation, fig4, all (default), merge.
 Full parts write ``results/wpo_kernel_part_<part>.json``; ``--part merge``
 assembles ``results/wpo_kernel.json``. ``--quick`` writes ``wpo_kernel_quick*``.
 """
@@ -78,7 +78,7 @@ from wgdiff.wpo import (
 
 RESULTS = Path(__file__).resolve().parent / "results"
 NAME = "wpo_kernel"
-PARTS = ("fig2", "fig6", "fig4diag", "fig4")
+PARTS = ("fig2", "fig6", "fig4diag", "fig4ablation", "fig4")
 
 FULL = {
     "seeds": 3,
@@ -86,8 +86,8 @@ FULL = {
     "n_centers": AUTHORS_SETTINGS["n_centers"],
     "n_draws": 5,
     "n_eval_samples": 1_000,
-    "matched_steps": (250, 500, 1_000, 1_500),
-    "dsm_extra_steps": (4_000, 12_000),
+    "matched_steps": (250, 500, 1_000),
+    "dsm_extra_steps": (3_000, 8_000),
     "n_ll_dsm": 100,
     "sampler_steps": 250,
     "mem_datasets": ("thin_moons", "swiss_roll_2d"),
@@ -104,9 +104,9 @@ FULL = {
     "diag_log_every": 500,
     "roll_n_train": 50_000,
     "roll_n_val": 2_000,
-    "roll_n_centers": 5_000,
+    "roll_n_centers": 2_000,
     "roll_hidden": (64,) * 6,
-    "roll_steps": 1_200,
+    "roll_steps": 1_500,
     "roll_log_every": 300,
     "roll_chunk": 1_024,
     "roll_true_ll_mc": (50_000, 100_000),
@@ -651,18 +651,23 @@ def roll_eval(model, key, references, test, val) -> dict:
     }
 
 
-def run_fig4_diagnosis(key, cfg):
-    """The collapse at the previous run's setting (1000 centres, 5 x 64, 2000 steps)."""
+def run_fig4_diagnosis(key, cfg, nets=("cholesky",)):
+    """The collapse at the previous run's setting (1000 centres, 5 x 64, 2000 steps).
+
+    ``nets``: ``"cholesky"`` (the library's net) and/or ``"log_cholesky_ablation"``.
+    """
     k_diag, _, _, k_eval, k_floor = jax.random.split(key, 5)
     n = cfg["n_eval_samples"]
     n_test = cfg["n_draws"] * n
     train, val, test = roll_sets(k_diag, cfg["diag_n_train"], cfg["roll_n_val"], n_test)
     references = [test[k * n : (k + 1) * n] for k in range(cfg["n_draws"])]
     diagnosis = {"setting": "previous run: 1000 centres, 5 x 64 GeLU, 2000 steps, 2e4 points"}
-    for label, net in (
-        ("cholesky", CholeskyMLP(diag_offset=1.0 / INIT_BANDWIDTH)),
-        ("log_cholesky_ablation", LogCholeskyMLP(diag_offset=1.0 / INIT_BANDWIDTH)),
-    ):
+    all_nets = {
+        "cholesky": CholeskyMLP(diag_offset=1.0 / INIT_BANDWIDTH),
+        "log_cholesky_ablation": LogCholeskyMLP(diag_offset=1.0 / INIT_BANDWIDTH),
+    }
+    for label in nets:
+        net = all_nets[label]
         spec = {"n_centers": cfg["diag_n_centers"], "net": net, "chunk": 256}
         model, log, _ = train_roll(
             k_diag, train, val, spec, cfg["diag_log_every"], cfg["diag_steps"]
@@ -681,7 +686,7 @@ def run_fig4_diagnosis(key, cfg):
         }
     diagnosis["data_floor"] = data_floor(toy.sample_swiss_roll_6d, k_floor, references)
     diagnosis["wide_std_threshold"] = WIDE_STD
-    return {"fig4_diagnosis": diagnosis}
+    return {"fig4_diagnosis" if "cholesky" in nets else "fig4_ablation": diagnosis}
 
 
 def run_fig4(key, cfg):
@@ -928,6 +933,8 @@ def run_part(part, key, cfg, out_dir, name, plots):
         figures = plot_fig6(out_dir, name, mem_plots) if plots else []
     elif part == "fig4diag":
         res, figures = run_fig4_diagnosis(k4, cfg), []
+    elif part == "fig4ablation":
+        res, figures = run_fig4_diagnosis(k4, cfg, ("log_cholesky_ablation",)), []
     else:
         res, roll = run_fig4(k4, cfg)
         figures = plot_fig4(out_dir, name, roll, cfg["grid"]) if plots else []
@@ -941,12 +948,18 @@ def run_part(part, key, cfg, out_dir, name, plots):
 
 def merge(out_dir, name, header) -> dict:
     results = dict(header)
+    results["parts_not_run"] = []
     for part in PARTS:
         path = out_dir / f"{name}_part_{part}.json"
+        if not path.exists():
+            results["parts_not_run"].append(part)
+            continue
         data = json.loads(path.read_text())
         data[f"run_{part}"] = data.pop("run")
         results.update(data)
-    results["cpu_seconds_all_parts"] = sum(results[f"run_{p}"]["cpu_seconds"] for p in PARTS)
+    results["cpu_seconds_all_parts"] = sum(
+        results[f"run_{p}"]["cpu_seconds"] for p in PARTS if p not in results["parts_not_run"]
+    )
     (out_dir / f"{name}.json").write_text(json.dumps(results, indent=2))
     return results
 

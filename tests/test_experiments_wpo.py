@@ -45,8 +45,9 @@ def test_wpo_kernel_quick(tmp_path):
     assert math.isfinite(roll["true_heldout_ll"]) and math.isfinite(
         roll["kde_baseline"]["heldout_ll"]
     )
-    for label in ("cholesky", "log_cholesky_ablation"):
-        log = res["fig4_diagnosis"][label]["training_log"]
+    assert res["parts_not_run"] == []
+    for key, label in (("fig4_diagnosis", "cholesky"), ("fig4_ablation", "log_cholesky_ablation")):
+        log = res[key][label]["training_log"]
         assert [r["steps"] for r in log] == sorted(r["steps"] for r in log)
     assert res["fig5"]["std_major_median"] >= res["fig5"]["std_minor_median"] > 0
     for part in wpo_kernel.PARTS:
