@@ -76,3 +76,76 @@ def test_ci_runs_lint_before_tests():
     assert "set -euo pipefail" in script
     config = tomllib.loads((REPO / "pyproject.toml").read_text())
     assert "-n auto" in config["tool"]["pytest"]["ini_options"]["addopts"]
+
+
+# -- type annotations on the public API ----------------------------------------------------
+# Fully annotated modules stay so; elsewhere the number of public functions lacking
+# annotations may only go down (lower UNANNOTATED_CEILING when you annotate more).
+UNANNOTATED_CEILING = 254
+
+
+def public_functions() -> dict[str, object]:
+    """``module.name`` (and ``module.Class.method``) of every public function of wgdiff."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    found = {}
+    for info in pkgutil.walk_packages(wgdiff.__path__, "wgdiff."):
+        if any(part.startswith("_") for part in info.name.split(".")[1:]):
+            continue
+        module = importlib.import_module(info.name)
+        names = getattr(module, "__all__", None) or [n for n in vars(module) if n[0] != "_"]
+        for name in names:
+            obj = getattr(module, name, None)
+            if getattr(obj, "__module__", None) != info.name:
+                continue  # re-exported or generated elsewhere
+            if inspect.isfunction(obj):
+                found[f"{info.name}.{name}"] = obj
+            elif inspect.isclass(obj):
+                for attr, member in vars(obj).items():
+                    member = getattr(member, "__func__", member)  # static/class methods
+                    public = attr[0] != "_" or attr == "__call__"
+                    if public and inspect.isfunction(member) and member.__module__ == info.name:
+                        found[f"{info.name}.{name}.{attr}"] = member
+    return found
+
+
+def missing_annotations(fn) -> list[str]:
+    import inspect
+
+    sig = inspect.signature(fn)
+    empty = inspect.Parameter.empty
+    params = [p for p in sig.parameters.values() if p.name not in ("self", "cls")]
+    missing = [p.name for p in params if p.annotation is empty]
+    return missing + (["return"] if sig.return_annotation is inspect.Signature.empty else [])
+
+
+FULLY_ANNOTATED = (
+    "wgdiff.bench",
+    "wgdiff.cli",
+    "wgdiff.data",
+    "wgdiff.losses.score_matching",
+    "wgdiff.nets.embedding",
+    "wgdiff.nets.mlp",
+    "wgdiff.nets.unet",
+    "wgdiff.train",
+)
+
+
+def test_public_functions_are_annotated():
+    functions = public_functions()
+    lacking = {name: missing_annotations(fn) for name, fn in functions.items()}
+    lacking = {name: miss for name, miss in lacking.items() if miss}
+    listing = "\n".join(f"  {name}: {', '.join(miss)}" for name, miss in sorted(lacking.items()))
+    print(f"{len(lacking)} of {len(functions)} public functions lack annotations:\n{listing}")
+    owned = {n: m for n, m in lacking.items() if n.startswith(FULLY_ANNOTATED)}
+    assert not owned, owned
+    assert len(lacking) <= UNANNOTATED_CEILING, listing
+    # The check itself: an unannotated function is reported, an annotated one is not.
+    assert missing_annotations(lambda x, y=1: x) == ["x", "y", "return"]
+
+    def annotated(x: int, *, y: float = 1.0) -> float:
+        return x * y
+
+    assert missing_annotations(annotated) == []

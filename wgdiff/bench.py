@@ -30,7 +30,7 @@ def checkout() -> Path | None:
     return _REPO if (_REPO / "benchmarks" / "runner.py").is_file() else None
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``bench`` on the ``wgdiff`` sub-command parser (for ``wgdiff --help``).
 
     The arguments are the runner's own (``wgdiff bench --help`` shows them); ``wgdiff``'s

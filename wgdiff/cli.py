@@ -12,7 +12,19 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # annotations only: the command line imports JAX lazily
+    import flax.linen as nn
+    import jax
+
+    from wgdiff._types import ScoreFn
+    from wgdiff.samplers.base import Solver
+    from wgdiff.samplers.grids import TimeGrid as Grid
+    from wgdiff.sde import SDE, VPSDE
+    from wgdiff.train import TrainState
 
 NETS = ("mlp", "potential")
 # The one table from command-line names to wgdiff.samplers classes (with constructor
@@ -51,7 +63,7 @@ ACTIVATIONS = ("softplus", "silu", "gelu", "tanh")
 
 
 # -- building typed objects from a run config --------------------------------------------
-def build_sde(config: dict):
+def build_sde(config: dict) -> VPSDE:
     from wgdiff.sde import VPSDE
 
     return VPSDE(
@@ -62,7 +74,7 @@ def build_sde(config: dict):
     )
 
 
-def build_model(config: dict):
+def build_model(config: dict) -> nn.Module:
     import flax.linen as nn
 
     from wgdiff.nets import PotentialMLP, ScoreMLP
@@ -75,7 +87,9 @@ def build_model(config: dict):
     )
 
 
-def split_dataset(name: str, n_train: int, n_heldout: int, seed: int):
+def split_dataset(
+    name: str, n_train: int, n_heldout: int, seed: int
+) -> tuple[jax.Array, jax.Array]:
     """Train and held-out draws of a toy set from independent keys."""
     import jax
 
@@ -86,7 +100,9 @@ def split_dataset(name: str, n_train: int, n_heldout: int, seed: int):
     return sampler(k_train, n_train), sampler(k_held, n_heldout)
 
 
-def train_run(config: dict, run_dir: Path, *, progress: bool = True):
+def train_run(
+    config: dict, run_dir: Path, *, progress: bool = True
+) -> tuple[Callable, TrainState, list[dict], jax.Array]:
     """Train the configured score model; returns ``(score apply, state, history, heldout)``.
 
     ``wgdiff.train.fit_score_model`` with the net predicting the noise (its output is
@@ -121,7 +137,7 @@ def train_run(config: dict, run_dir: Path, *, progress: bool = True):
     return result.apply, result.state, result.history, heldout
 
 
-def load_run(run_dir: Path):
+def load_run(run_dir: Path) -> tuple[dict, Callable, Any, jax.Array]:
     """``(config, score apply function, ema_params, heldout)`` of a trained run directory."""
     import jax
     import jax.numpy as jnp
@@ -154,7 +170,7 @@ def load_run(run_dir: Path):
     return config, std_scaled_apply(model.apply, build_sde(config)), state.ema_params, heldout
 
 
-def build_solver(name: str):
+def build_solver(name: str) -> Solver:
     """The ``wgdiff.samplers`` solver called ``name`` in ``SOLVERS``."""
     from wgdiff import samplers
 
@@ -164,7 +180,7 @@ def build_solver(name: str):
     return getattr(samplers, cls)(**kwargs)
 
 
-def build_grid(name: str, n_steps: int):
+def build_grid(name: str, n_steps: int) -> Grid:
     """The ``wgdiff.samplers`` time grid called ``name`` in ``GRIDS``, with ``n_steps`` steps."""
     from wgdiff import samplers
 
@@ -173,7 +189,9 @@ def build_grid(name: str, n_steps: int):
     return getattr(samplers, GRIDS[name])(n_steps)
 
 
-def solver_and_grid(sampler: str, grid: str, steps: int | None, nfe: int | None):
+def solver_and_grid(
+    sampler: str, grid: str, steps: int | None, nfe: int | None
+) -> tuple[Solver, Grid]:
     """``(solver, grid)`` for a ``SOLVERS`` name: ``steps`` steps, or as many as ``nfe`` buys
     (at least the solver's ``min_steps``), default ``DEFAULT_STEPS``."""
     solver = build_solver(sampler)
@@ -187,9 +205,9 @@ def solver_and_grid(sampler: str, grid: str, steps: int | None, nfe: int | None)
 
 
 def draw_samples(
-    key,
-    sde,
-    score_fn,
+    key: jax.Array,
+    sde: SDE,
+    score_fn: ScoreFn,
     n: int,
     dim: int,
     sampler: str,
@@ -198,7 +216,7 @@ def draw_samples(
     *,
     grid: str = "uniform",
     nfe: int | None = None,
-):
+) -> tuple[jax.Array, dict]:
     """Samples and NFE from one of ``SAMPLERS`` (``tol``: diffrax rtol = atol when adaptive).
 
     ``SOLVERS`` names run ``wgdiff.samplers.sample`` on the ``GRIDS`` grid ``grid``;
@@ -219,7 +237,7 @@ def draw_samples(
     return x, {"nfe": stats["nfe"]}
 
 
-def scatter_png(path: Path, panels: list[tuple[str, object]], reference) -> None:
+def scatter_png(path: Path, panels: list[tuple[str, object]], reference: Any) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -261,7 +279,7 @@ def _config_from_args(args) -> dict:
     }
 
 
-def cmd_train(args) -> int:
+def cmd_train(args: argparse.Namespace) -> int:
     import jax
 
     from wgdiff.train.parallel import initialize_distributed
@@ -281,7 +299,7 @@ def cmd_train(args) -> int:
     return 0
 
 
-def cmd_sample(args) -> int:
+def cmd_sample(args: argparse.Namespace) -> int:
     import jax
     import numpy as np
 
@@ -312,7 +330,7 @@ def cmd_sample(args) -> int:
     return 0
 
 
-def cmd_evaluate(args) -> int:
+def cmd_evaluate(args: argparse.Namespace) -> int:
     import jax
 
     from wgdiff import metrics
@@ -374,7 +392,7 @@ def _certificates(key, sde, score_fn, heldout, *, solver, grid) -> dict:
     )
 
 
-def cmd_demo(args) -> int:
+def cmd_demo(args: argparse.Namespace) -> int:
     import jax
     import numpy as np
 

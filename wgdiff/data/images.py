@@ -24,6 +24,7 @@ import jax
 import numpy as np
 
 from wgdiff._checks import check_positive_int
+from wgdiff._types import Array
 
 # name -> (default image size used by Ghimire et al. or the usual benchmark, centre crop size)
 # CelebA is centre-cropped to 140x140 before resizing to 64x64 (Song et al.'s pipeline);
@@ -37,7 +38,9 @@ TFDS_DATASETS: dict[str, dict] = {
 }
 
 
-def load_digits(*, dtype=np.float32, return_labels: bool = False):
+def load_digits(
+    *, dtype: np.dtype | type = np.float32, return_labels: bool = False
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """scikit-learn's bundled 8x8 handwritten digits, scaled from ``[0, 16]`` to ``[-1, 1]``.
 
     Args:
@@ -56,12 +59,12 @@ def load_digits(*, dtype=np.float32, return_labels: bool = False):
     return images
 
 
-def to_unit_range(images) -> np.ndarray:
+def to_unit_range(images: np.ndarray) -> np.ndarray:
     """uint8 ``[0, 255]`` -> float32 ``[-1, 1]``."""
     return np.asarray(images, dtype=np.float32) / 127.5 - 1.0
 
 
-def center_crop(image: np.ndarray, crop) -> np.ndarray:
+def center_crop(image: np.ndarray, crop: int | str) -> np.ndarray:
     """Centre crop ``(H, W, C)`` to ``crop x crop`` (int) or the largest square (``"square"``)."""
     height, width = image.shape[:2]
     size = min(height, width) if crop == "square" else int(crop)
@@ -148,7 +151,7 @@ class TFDSImages:
             image = resize(image[None], self.image_size)[0]
         return image
 
-    def get(self, indices) -> np.ndarray:
+    def get(self, indices: np.ndarray) -> np.ndarray:
         """Images at ``indices`` (ints) -> ``(len(indices), S, S, C)`` float32 in ``[-1, 1]``.
 
         Each image is cropped and resized on its own, so sources with varying
@@ -180,7 +183,7 @@ class TFDSImages:
         return sample_batch
 
 
-def array_batch_sampler(images, batch_size: int) -> Callable[[jax.Array], jax.Array]:
+def array_batch_sampler(images: Array, batch_size: int) -> Callable[[jax.Array], jax.Array]:
     """``sample_batch(key) -> (batch_size, ...)``, uniform with replacement from ``images``.
 
     Pure JAX, so it can be traced inside a jitted training step.

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from wgdiff._checks import check_ndim, check_positive_int
-from wgdiff._types import ScoreFn
+from wgdiff._types import Array, PyTree, ScoreFn
 from wgdiff.sde import SDE, broadcast_time
 
 # lambda(t) for each weighting; g^2 is the likelihood weighting (Song et al. 2021b, Kwon et al.).
@@ -44,8 +44,14 @@ def _sum_event(v):
 
 
 def dsm_loss(
-    key, sde: SDE, score_fn: ScoreFn, x0, *, weighting: str = "likelihood", eps: float = 1e-5
-):
+    key: Array,
+    sde: SDE,
+    score_fn: ScoreFn,
+    x0: Array,
+    *,
+    weighting: str = "likelihood",
+    eps: float = 1e-5,
+) -> Array:
     """Denoising score matching, ``E_t E lambda(t) |s(x_t, t) - grad log p(x_t | x0)|^2``.
 
     ``t ~ U(eps, T)`` per example, ``x_t = m(t) x0 + s(t) z`` and
@@ -77,7 +83,13 @@ def dsm_loss(
     return jnp.mean(WEIGHTINGS[weighting](sde, t) * _sum_event(residual**2))
 
 
-def dsm_objective(sde: SDE, apply_fn, *, weighting: str = "likelihood", eps: float = 1e-5):
+def dsm_objective(
+    sde: SDE,
+    apply_fn: Callable[[PyTree, Array, Array], Array],
+    *,
+    weighting: str = "likelihood",
+    eps: float = 1e-5,
+) -> Callable[[PyTree, Array, Array], Array]:
     """``loss_fn(params, key, batch)`` for ``wgdiff.train`` from a model's ``apply``.
 
     Example:
@@ -105,7 +117,12 @@ _EXACT_CHUNK = 16
 
 
 def divergence(
-    key: jax.Array | None, fn, x: jax.Array, *, method: str = "exact", n_probes: int = 1
+    key: jax.Array | None,
+    fn: Callable[[Array], Array],
+    x: jax.Array,
+    *,
+    method: str = "exact",
+    n_probes: int = 1,
 ) -> jax.Array:
     """Divergence of a vector field ``fn: (n, *event) -> (n, *event)``, per example ``(n,)``.
 

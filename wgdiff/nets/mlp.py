@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from wgdiff._types import Array
 from wgdiff.nets.embedding import sinusoidal_embedding, time_vector
 
 
@@ -36,7 +37,7 @@ class MLP(nn.Module):
     time_scale: float = 1000.0
 
     @nn.compact
-    def __call__(self, x, t):
+    def __call__(self, x: Array, t: float | Array) -> Array:
         h = x.reshape(x.shape[0], -1)
         emb = sinusoidal_embedding(time_vector(t, x), self.embed_dim, time_scale=self.time_scale)
         h = jnp.concatenate([h, emb], axis=-1)
@@ -61,7 +62,7 @@ class ScoreMLP(nn.Module):
     time_scale: float = 1000.0
 
     @nn.compact
-    def __call__(self, x, t):
+    def __call__(self, x: Array, t: float | Array) -> Array:
         d = math.prod(x.shape[1:])
         out = MLP(self.features, d, self.activation, self.embed_dim, self.time_scale)(x, t)
         return out.reshape(x.shape)
@@ -76,7 +77,7 @@ class ScalarMLP(nn.Module):
     time_scale: float = 1000.0
 
     @nn.compact
-    def __call__(self, x, t):
+    def __call__(self, x: Array, t: float | Array) -> Array:
         mlp = MLP(self.features, 1, self.activation, self.embed_dim, self.time_scale)
         return mlp(x, t)[:, 0]
 
@@ -94,13 +95,13 @@ class PotentialMLP(nn.Module):
     embed_dim: int = 32
     time_scale: float = 1000.0
 
-    def setup(self):
+    def setup(self) -> None:
         self.phi = ScalarMLP(self.features, self.activation, self.embed_dim, self.time_scale)
 
-    def potential(self, x, t):
+    def potential(self, x: Array, t: float | Array) -> Array:
         return self.phi(x, t)
 
-    def __call__(self, x, t):
+    def __call__(self, x: Array, t: float | Array) -> Array:
         (grad,) = nn.grad(lambda mdl, y: jnp.sum(mdl(y, t)), self.phi, x)
         return grad
 

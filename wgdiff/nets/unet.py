@@ -28,6 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from wgdiff._types import Array
 from wgdiff.nets.embedding import sinusoidal_embedding, time_vector
 
 
@@ -43,7 +44,7 @@ class ResBlock(nn.Module):
     groups: int = 8
 
     @nn.compact
-    def __call__(self, x, temb):
+    def __call__(self, x: Array, temb: Array) -> Array:
         h = nn.silu(nn.GroupNorm(num_groups=_groups(x.shape[-1], self.groups))(x))
         h = nn.Conv(self.channels, (3, 3))(h)
         h = h + nn.Dense(self.channels)(nn.silu(temb))[:, None, None, :]
@@ -63,7 +64,7 @@ class AttentionBlock(nn.Module):
     groups: int = 8
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x: Array) -> Array:
         n, height, width, channels = x.shape
         h = nn.GroupNorm(num_groups=_groups(channels, self.groups))(x)
         h = h.reshape(n, height * width, channels)
@@ -103,7 +104,7 @@ class UNet(nn.Module):
     groups: int = 8
 
     @nn.compact
-    def __call__(self, x, t):
+    def __call__(self, x: Array, t: float | Array) -> Array:
         if x.ndim != 4:
             raise ValueError(f"x must have shape (n, H, W, C), got shape {x.shape}")
         factor = 2 ** (len(self.channel_mult) - 1)

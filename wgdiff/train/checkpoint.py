@@ -61,7 +61,7 @@ class CheckpointError(RuntimeError):
     """A checkpoint could not be restored (corrupt, partial, or a different model)."""
 
 
-def checkpoint_manager(run_dir, *, max_to_keep: int = 3) -> ocp.CheckpointManager:
+def checkpoint_manager(run_dir: str | Path, *, max_to_keep: int = 3) -> ocp.CheckpointManager:
     """Orbax manager on ``<run_dir>/checkpoints`` keeping the last ``max_to_keep`` steps.
 
     Temporary directories left by a save that was killed are removed on creation.
@@ -88,7 +88,7 @@ def save_checkpoint(
     manager.save(int(state.step), args=_ocp().args.Composite(**items))
 
 
-def abstract_state(like, mesh: Mesh | None = None):
+def abstract_state(like: TrainState, mesh: Mesh | None = None) -> TrainState:
     """Shapes, dtypes and target shardings of ``like`` for restoring.
 
     With ``mesh`` every array is restored replicated over it; otherwise onto the

@@ -43,7 +43,7 @@ from wgdiff.train.parallel import global_batch_fn, replicate, shard_batch
 from wgdiff.train.state import TrainState
 
 
-def dataset_sampler(data, batch_size: int) -> Callable:
+def dataset_sampler(data: jax.Array, batch_size: int) -> Callable[[jax.Array], jax.Array]:
     """``sample_batch(key) -> (batch_size, *event)`` drawing rows of ``data`` with replacement.
 
     Example:

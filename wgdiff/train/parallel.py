@@ -33,8 +33,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
-from typing import NamedTuple
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -94,7 +94,7 @@ def initialize_distributed(
     *,
     local_device_ids: list[int] | None = None,
     initialization_timeout: int = 300,
-    environ=None,
+    environ: Mapping[str, str] | None = None,
 ) -> DistributedInfo:
     """Start JAX's multi-process runtime when the job has several processes.
 
@@ -150,7 +150,7 @@ def initialize_distributed(
     return _info()
 
 
-def data_mesh(devices=None) -> Mesh:
+def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
     """One-axis ``("data",)`` mesh over ``devices`` (default: every device of every process)."""
     devices = jax.devices() if devices is None else list(devices)
     if not devices:
@@ -168,7 +168,7 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P(DATA_AXIS))
 
 
-def replicate(tree, mesh: Mesh):
+def replicate(tree: Any, mesh: Mesh) -> Any:
     """Copy a pytree of arrays onto every device of ``mesh`` as global replicated arrays.
 
     In a multi-process job every process must pass the same values (create the
@@ -210,7 +210,7 @@ def process_rows(global_batch_size: int, mesh: Mesh) -> slice:
     return slice(starts[0], stops[-1])
 
 
-def shard_batch(local_batch, mesh: Mesh):
+def shard_batch(local_batch: Any, mesh: Mesh) -> Any:
     """Global batch array from this process's rows: ``(n_local, *event) -> (n_global, *event)``.
 
     Single process: ``local_batch`` is the whole batch, placed split over the
@@ -280,7 +280,7 @@ def make_parallel_train_step(
     )
 
 
-def global_batch_fn(sample_batch: Callable, data_key, mesh: Mesh) -> Callable:
+def global_batch_fn(sample_batch: Callable, data_key: jax.Array, mesh: Mesh) -> Callable:
     """``i -> sample_batch(fold_in(data_key, i))`` computed split over ``mesh``.
 
     Each process computes only the rows its devices hold; with partitionable

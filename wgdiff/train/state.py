@@ -45,7 +45,7 @@ class TrainState:
     step: jax.Array
     key: jax.Array
 
-    def rng(self):
+    def rng(self) -> jax.Array:
         return jax.random.wrap_key_data(self.key)
 
 
@@ -92,7 +92,7 @@ def default_optimizer(
 
 
 def create_train_state(
-    key, params, optimizer: optax.GradientTransformation | None = None
+    key: jax.Array, params: Any, optimizer: optax.GradientTransformation | None = None
 ) -> TrainState:
     """Fresh state: optimizer initialised, EMA equal to ``params``, step 0."""
     optimizer = default_optimizer() if optimizer is None else optimizer

@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +38,10 @@ import numpy as np
 from flax import struct
 
 from wgdiff._checks import check_finite, check_positive_int, check_time, is_concrete
+from wgdiff._types import Array
+
+if TYPE_CHECKING:
+    from wgdiff.sde import SDE
 
 
 def _as_float(x):
@@ -67,7 +72,7 @@ class GaussianMixture:
 
     # -- construction -------------------------------------------------------
     @classmethod
-    def isotropic(cls, means, stds, weights=None) -> GaussianMixture:
+    def isotropic(cls, means: Array, stds: Array, weights: Array | None = None) -> GaussianMixture:
         """Mixture of ``N(mu_k, stds_k^2 I)``.
 
         Args:
@@ -89,7 +94,7 @@ class GaussianMixture:
         return cls(means=means, weights=_normalize_weights(weights, k, means.dtype), stds=stds)
 
     @classmethod
-    def full(cls, means, covs, weights=None) -> GaussianMixture:
+    def full(cls, means: Array, covs: Array, weights: Array | None = None) -> GaussianMixture:
         """Mixture of ``N(mu_k, covs_k)`` with full (possibly singular) covariances.
 
         Args:
@@ -145,7 +150,7 @@ class GaussianMixture:
         return within + between
 
     # -- sampling, density, score -----------------------------------------------
-    def sample(self, key, n: int) -> jax.Array:
+    def sample(self, key: Array, n: int) -> jax.Array:
         """Draw ``n`` samples: ``(n, d)``.
 
         Component indices are categorical on ``weights``; a full component uses
@@ -154,11 +159,11 @@ class GaussianMixture:
         """
         return _sample(self, key, check_positive_int(n, "n"))
 
-    def log_prob(self, x) -> jax.Array:
+    def log_prob(self, x: Array) -> jax.Array:
         """Log-density ``log p(x)`` by log-sum-exp over components: ``x (n, d) -> (n,)``."""
         return _log_prob(self, self._check_x(x), 1.0, 0.0)
 
-    def score(self, x) -> jax.Array:
+    def score(self, x: Array) -> jax.Array:
         """Score ``grad_x log p(x) = sum_k r_k(x) (-C_k^{-1}(x - mu_k))``: ``(n, d) -> (n, d)``.
 
         ``r_k`` are the posterior responsibilities, a softmax of the
@@ -167,7 +172,7 @@ class GaussianMixture:
         return _score(self, self._check_x(x), 1.0, 0.0)
 
     # -- SDE perturbation ---------------------------------------------------------
-    def perturbed(self, sde, t) -> GaussianMixture:
+    def perturbed(self, sde: SDE, t: float | Array) -> GaussianMixture:
         """Law of ``x_t`` when ``x_0`` follows this mixture, for one scalar time ``t``.
 
         With ``(m, s) = sde.marginal_coeffs(t)``: means ``m mu_k``,
@@ -185,7 +190,7 @@ class GaussianMixture:
         eye = jnp.eye(self.dim, dtype=self.means.dtype)
         return self.replace(means=means, covs=m**2 * self.covs + s**2 * eye)
 
-    def score_fn(self, sde) -> Callable[[jax.Array, jax.Array], jax.Array]:
+    def score_fn(self, sde: SDE) -> Callable[[jax.Array, jax.Array], jax.Array]:
         """Exact score of the perturbed mixture as a score model ``score_fn(x, t)``.
 
         Args:
@@ -203,7 +208,7 @@ class GaussianMixture:
 
         return score_fn
 
-    def log_prob_fn(self, sde) -> Callable[[jax.Array, jax.Array], jax.Array]:
+    def log_prob_fn(self, sde: SDE) -> Callable[[jax.Array, jax.Array], jax.Array]:
         """Exact log-density of the perturbed mixture: ``log_prob_fn(x (n, d), t) -> (n,)``."""
 
         def log_prob_fn(x, t):

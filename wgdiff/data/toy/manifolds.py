@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from wgdiff._checks import check_positive_int
+from wgdiff._types import Array
 
 
 def _check_nonnegative(value, name):
@@ -32,7 +33,7 @@ def _two_groups(n):
     return jnp.arange(n) >= n // 2
 
 
-def sample_moons(key, n: int, *, noise: float = 0.1, scale: float = 1.0) -> jax.Array:
+def sample_moons(key: Array, n: int, *, noise: float = 0.1, scale: float = 1.0) -> jax.Array:
     """Two interleaving half circles, scikit-learn's ``make_moons`` geometry: ``(n, 2)``.
 
     ``n // 2`` points on the upper moon ``(cos a, sin a)`` and the remaining
@@ -65,7 +66,7 @@ def _moons(key, n, noise, scale):
     return scale * jax.random.permutation(key_perm, points)
 
 
-def sample_two_moons(key, n: int) -> jax.Array:
+def sample_two_moons(key: Array, n: int) -> jax.Array:
     """Kwon et al. sec 4.1 two moons: ``make_moons(noise=0.1) / 2`` (authors' code): ``(n, 2)``.
 
     :func:`sample_moons` with ``noise = 0.1``, ``scale = 1/2``: the moons have
@@ -74,7 +75,7 @@ def sample_two_moons(key, n: int) -> jax.Array:
     return sample_moons(key, n, noise=0.1, scale=0.5)
 
 
-def sample_thin_moons(key, n: int) -> jax.Array:
+def sample_thin_moons(key: Array, n: int) -> jax.Array:
     """Zhang et al. sec 5.1-5.2 "two thin moons": ``(n, 2)``.
 
     The paper gives neither code nor parameters, only that the moons are thin
@@ -84,7 +85,7 @@ def sample_thin_moons(key, n: int) -> jax.Array:
     return sample_moons(key, n, noise=0.02, scale=1.0)
 
 
-def sample_circles(key, n: int, *, factor: float = 0.5, noise: float = 0.05) -> jax.Array:
+def sample_circles(key: Array, n: int, *, factor: float = 0.5, noise: float = 0.05) -> jax.Array:
     """Two concentric circles, scikit-learn's ``make_circles`` geometry: ``(n, 2)``.
 
     ``n // 2`` points on the unit circle and the rest on the circle of radius
@@ -116,7 +117,9 @@ def _roll_parameter(key, n):
     return 1.5 * jnp.pi * (1.0 + 2.0 * jax.random.uniform(key, (n,)))
 
 
-def sample_swiss_roll_2d(key, n: int, *, noise: float = 0.2, scale: float = 0.2) -> jax.Array:
+def sample_swiss_roll_2d(
+    key: Array, n: int, *, noise: float = 0.2, scale: float = 0.2
+) -> jax.Array:
     """Planar swiss roll (spiral): ``scale (t cos t, t sin t) + N(0, noise^2 I)``: ``(n, 2)``.
 
     ``t = 3 pi / 2 (1 + 2 u)``, ``u ~ U[0, 1]`` (sklearn ``make_swiss_roll``'s
@@ -144,7 +147,9 @@ def _swiss_roll_3d_clean(key, n, scale):
     return scale * jnp.stack([t * jnp.cos(t), height, t * jnp.sin(t)], axis=-1)
 
 
-def sample_swiss_roll_3d(key, n: int, *, noise: float = 0.1, scale: float = 0.2) -> jax.Array:
+def sample_swiss_roll_3d(
+    key: Array, n: int, *, noise: float = 0.1, scale: float = 0.2
+) -> jax.Array:
     """Swiss roll surface in R^3 (Weber appendix C.2 interpolation; sklearn geometry): ``(n, 3)``.
 
     ``scale (t cos t, 21 (v - 1/2), t sin t) + N(0, noise^2 I)`` with
@@ -165,7 +170,9 @@ def _swiss_roll_3d(key, n, noise, scale):
     return points + noise * jax.random.normal(key_noise, (n, 3))
 
 
-def sample_swiss_roll_6d(key, n: int, *, noise: float = 0.1, scale: float = 0.2) -> jax.Array:
+def sample_swiss_roll_6d(
+    key: Array, n: int, *, noise: float = 0.1, scale: float = 0.2
+) -> jax.Array:
     """Zhang et al. sec 5.1 / Fig 4: the 3-D swiss roll noisily embedded in R^6: ``(n, 6)``.
 
     The paper gives no construction beyond "3D swissroll noisily embedded in

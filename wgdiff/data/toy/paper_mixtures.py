@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from wgdiff._checks import check_positive_int
+from wgdiff._types import Array
 from wgdiff.data.toy.gaussian_mixture import GaussianMixture
 
 # Kwon et al. sec 4.1 (values from the authors' code, see shared/papers/README.md).
@@ -60,7 +61,7 @@ def one_gaussian_mixture() -> GaussianMixture:
     return GaussianMixture.isotropic(jnp.zeros((1, 2)), jnp.sqrt(ONE_GAUSSIAN_VARIANCE))
 
 
-def sample_one_gaussian(key, n: int) -> jax.Array:
+def sample_one_gaussian(key: Array, n: int) -> jax.Array:
     """Kwon et al. sec 4.1: ``N(0, 0.1 I)`` in R^2 clipped coordinatewise to ``[-1, 1]``.
 
     Returns ``(n, 2)``.
@@ -82,7 +83,7 @@ def four_clusters_mixture() -> GaussianMixture:
     return GaussianMixture.isotropic(means, FOUR_CLUSTERS_STD)
 
 
-def sample_four_clusters(key, n: int) -> jax.Array:
+def sample_four_clusters(key: Array, n: int) -> jax.Array:
     """Samples of :func:`four_clusters_mixture`: ``(n, 2)``."""
     return four_clusters_mixture().sample(key, n)
 
@@ -102,7 +103,7 @@ def grid25_mixture() -> GaussianMixture:
     return GaussianMixture.isotropic(jnp.asarray(means), GRID25_STD)
 
 
-def sample_grid25(key, n: int) -> jax.Array:
+def sample_grid25(key: Array, n: int) -> jax.Array:
     """Samples of :func:`grid25_mixture`: ``(n, 2)``."""
     return grid25_mixture().sample(key, n)
 
@@ -136,7 +137,7 @@ def question_mark_mixture() -> GaussianMixture:
     return GaussianMixture.isotropic(jnp.asarray(question_mark_centres()), QUESTION_MARK_STD)
 
 
-def sample_question_mark(key, n: int) -> jax.Array:
+def sample_question_mark(key: Array, n: int) -> jax.Array:
     """Samples of :func:`question_mark_mixture`: ``(n, 3)``."""
     return question_mark_mixture().sample(key, n)
 
@@ -154,15 +155,15 @@ def eight_gaussians_mixture() -> GaussianMixture:
     return GaussianMixture.isotropic(jnp.asarray(means), EIGHT_GAUSSIANS_STD)
 
 
-def sample_eight_gaussians(key, n: int) -> jax.Array:
+def sample_eight_gaussians(key: Array, n: int) -> jax.Array:
     """Samples of :func:`eight_gaussians_mixture`: ``(n, 2)``."""
     return eight_gaussians_mixture().sample(key, n)
 
 
 # -- R^50 linear Gaussian (Weber appendix C.4) --------------------------------------
 def linear_gaussian_params(
-    key, dim: int = LINEAR_GAUSSIAN_DIM, latent_dim: int = LINEAR_GAUSSIAN_LATENT_DIM
-):
+    key: Array, dim: int = LINEAR_GAUSSIAN_DIM, latent_dim: int = LINEAR_GAUSSIAN_LATENT_DIM
+) -> tuple[Array, Array]:
     """Draw Weber's (appendix C.4) ground truth ``B: (dim, latent_dim)``, ``mu: (dim,)``.
 
     Entries ``B_ij ~ N(0, 0.25)`` (std 0.5) and ``mu_i ~ N(10, 1)``; the
@@ -177,7 +178,7 @@ def linear_gaussian_params(
     return B, mu
 
 
-def default_linear_gaussian_params():
+def default_linear_gaussian_params() -> tuple[Array, Array]:
     """The registry's fixed instance: ``linear_gaussian_params(jax.random.key(0))``."""
     return linear_gaussian_params(jax.random.key(LINEAR_GAUSSIAN_DEFAULT_SEED))
 
@@ -191,13 +192,13 @@ def _check_linear_params(B, mu):
     return B, mu
 
 
-def linear_gaussian_moments(B, mu):
+def linear_gaussian_moments(B: Array, mu: Array) -> tuple[Array, Array]:
     """Exact mean ``mu: (d,)`` and covariance ``B B^T: (d, d)`` of ``x = B z + mu``."""
     B, mu = _check_linear_params(B, mu)
     return mu, B @ B.T
 
 
-def linear_gaussian_mixture(B=None, mu=None) -> GaussianMixture:
+def linear_gaussian_mixture(B: Array | None = None, mu: Array | None = None) -> GaussianMixture:
     """``N(mu, B B^T)`` as a one-component full-covariance mixture (defaults: registry instance).
 
     ``B B^T`` has rank ``r < d`` so the law has no density at ``t = 0``; its
@@ -209,7 +210,9 @@ def linear_gaussian_mixture(B=None, mu=None) -> GaussianMixture:
     return GaussianMixture.full(mean[None], cov[None])
 
 
-def sample_linear_gaussian(key, n: int, B=None, mu=None) -> jax.Array:
+def sample_linear_gaussian(
+    key: Array, n: int, B: Array | None = None, mu: Array | None = None
+) -> jax.Array:
     """Weber appendix C.4: ``x = B z + mu``, ``z ~ N(0, I_r)``: ``(n, d)``.
 
     ``B: (d, r)``, ``mu: (d,)``; both ``None`` = the registry instance
