@@ -2,7 +2,8 @@ r"""Exponential-integrator solvers in the log-SNR ``lambda = log(m/s)``: DDIM, D
 DPM-Solver++, UniPC.
 
 With ``x_t = m_t x0 + s_t eps`` the probability-flow ODE has the exact solution
-(Lu et al. 2022, DPM-Solver, eq. 3.4; Lu et al. 2022b, DPM-Solver++, eq. 8)
+(variation of constants in ``lambda``: Lu et al. 2022, DPM-Solver, sec. 3.1; Lu et al.
+2022b, DPM-Solver++, sec. 3)
 
     x_t = (m_t/m_s) x_s - m_t int_{lam_s}^{lam_t} e^{-lam} eps(x_lam, lam) dlam
         = (s_t/s_s) x_s + s_t int_{lam_s}^{lam_t} e^{lam} x0(x_lam, lam) dlam,
@@ -74,7 +75,7 @@ class DDIM(Solver):
 class DPMSolver(Solver):
     """Singlestep DPM-Solver-1/2/3 with noise prediction (Lu et al. 2022).
 
-    ``order=1``: eq. 3.7 (= DDIM). ``order=2``: Algorithm 1 (DPM-Solver-2) with
+    ``order=1``: DPM-Solver-1 (= DDIM). ``order=2``: Algorithm 1 (DPM-Solver-2) with
     ``r1 = 1/2``. ``order=3``: Algorithm 2 (DPM-Solver-3) with ``r1 = 1/3``,
     ``r2 = 2/3``. Global order = ``order``; NFE per step = ``order``.
     """
@@ -262,7 +263,7 @@ class UniPC(Solver):
     reused by the next step, so each step costs one evaluation (the first model
     call happens at ``t_0``; the last step skips the corrector): NFE = ``N``.
     Warm-up: the first step is UniP-1 + UniC-1. UniC raises the order of
-    accuracy by one (Zhao et al. Thm. 3.3), so ``order`` here is the predictor's
+    accuracy by one (Zhao et al. 2023, sec. 3), so ``order`` here is the predictor's
     and ``global_order`` is ``order + 1`` (UniPC-2: 3; the warm-up step,
     of local order 3, and the uncorrected last step, also of local order 3, keep it).
     Needs at least ``order`` steps.

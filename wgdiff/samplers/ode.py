@@ -59,6 +59,9 @@ class Heun(Solver):
     to ``sigma_hat = sigma (1 + gamma)``, ``gamma = min(churn / N, sqrt(2) - 1)``
     (capped at ``sigma(T)``), by adding ``sqrt(sigma_hat^2 - sigma^2) s_noise z``,
     then take the Heun step from ``sigma_hat``. ``churn > 0`` makes it stochastic.
+
+    Needs a finite ``sigma = s/m`` on the whole grid: not for ``RectifiedFlowSDE`` down from
+    ``t = T`` (``m(T) = 0``); use :class:`ProbabilityFlowHeun` there.
     """
 
     churn: float = struct.field(pytree_node=False, default=0.0)

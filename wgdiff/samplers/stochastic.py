@@ -68,7 +68,7 @@ class EulerMaruyama(Solver):
 
 @struct.dataclass
 class ReverseDiffusion(Solver):
-    """score_sde's reverse-diffusion predictor (Song et al. 2021 eq. 46).
+    """score_sde's reverse-diffusion predictor (Song et al. 2021 app. E).
 
     ``x <- x - (a - 1) x + b^2 s(x, t) + b z``; weak order 1.
     """
