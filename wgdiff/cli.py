@@ -412,8 +412,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "schedule": "linear",
         "T": 1.0,
         "weighting": "sigma2",
-        "lr": 2e-3,
-        "batch_size": 512,
+        # Chosen on seed 1 among 8 settings (steps, batch, learning rate, warm-up, EMA,
+        # smallest training time), reported on the default seed 0: see README.
+        "lr": 3e-3,
+        "warmup_steps": 500,
+        "batch_size": 256,
         "steps": args.steps,
         "ema_decay": 0.999,
         "n_train": 20_000,
@@ -562,7 +565,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--dataset", default="two_moons", help="toy data set")
-    p.add_argument("--steps", type=int, default=8000, help="training steps")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=24_000,
+        help="training steps (AdamW 3e-3, 500 warm-up steps, cosine decay, batch 256)",
+    )
     p.add_argument("--n-samples", type=int, default=2000, help="samples per sampler")
     p.add_argument(
         "--em-steps",
