@@ -28,13 +28,12 @@ Example:
 
 from __future__ import annotations
 
+import importlib
 import math
 
-import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import lineax
 import numpy as np
 from flax import struct
 from jax.tree_util import Partial
@@ -48,19 +47,30 @@ from wgdiff.samplers.grids import ArrayGrid, UniformGrid
 from wgdiff.sde import SDE
 
 KINDS = ("ode", "sde")
+
+
+def _dx():
+    """diffrax, imported on first use (it and lineax cost ~1 s of ``import wgdiff.samplers``)."""
+    return importlib.import_module("diffrax")
+
+
+def _tsit5():
+    return _dx().Tsit5()
+
+
 _DEFAULT_TOL = {"ode": 1e-5, "sde": 1e-2}
-# name -> (solver factory, score evaluations per step, extra initial evaluations)
+# name -> (diffrax solver class name, score evaluations per step, extra initial evaluations)
 ODE_SOLVERS = {
-    "tsit5": (diffrax.Tsit5, 6, 1),
-    "dopri5": (diffrax.Dopri5, 6, 1),
-    "heun": (diffrax.Heun, 2, 0),
-    "euler": (diffrax.Euler, 1, 0),
+    "tsit5": ("Tsit5", 6, 1),
+    "dopri5": ("Dopri5", 6, 1),
+    "heun": ("Heun", 2, 0),
+    "euler": ("Euler", 1, 0),
 }
 SDE_SOLVERS = {
-    "spark": (diffrax.SPaRK, 3, 0),  # embedded error estimate: adaptive steps
-    "shark": (diffrax.ShARK, 2, 0),  # no error estimate: fixed steps
-    "sea": (diffrax.SEA, 1, 0),
-    "euler": (diffrax.Euler, 1, 0),
+    "spark": ("SPaRK", 3, 0),  # embedded error estimate: adaptive steps
+    "shark": ("ShARK", 2, 0),  # no error estimate: fixed steps
+    "sea": ("SEA", 1, 0),
+    "euler": ("Euler", 1, 0),
 }
 
 
@@ -91,12 +101,13 @@ class Diffrax(Solver):
         max_steps: diffrax step budget per interval and example.
     """
 
-    solver: object = struct.field(pytree_node=False, default_factory=diffrax.Tsit5)
+    solver: object = struct.field(pytree_node=False, default_factory=_tsit5)
     rtol: float | None = struct.field(pytree_node=False, default=None)
     atol: float | None = struct.field(pytree_node=False, default=None)
     max_steps: int = struct.field(pytree_node=False, default=16_384)
 
     def __post_init__(self):
+        diffrax = _dx()
         if not isinstance(self.solver, diffrax.AbstractSolver):
             raise TypeError(f"solver must be a diffrax solver, got {type(self.solver).__name__}")
         if (self.rtol is None) != (self.atol is None):
@@ -113,7 +124,7 @@ class Diffrax(Solver):
 
     @property
     def order(self):
-        return self.solver.order(diffrax.ODETerm(lambda t, y, args: y))
+        return self.solver.order(_dx().ODETerm(lambda t, y, args: y))
 
     @property
     def nfe_per_step(self):
@@ -124,6 +135,7 @@ class Diffrax(Solver):
         return jnp.zeros((n,), jnp.int32), jnp.ones((n,), bool)
 
     def step(self, model, x, state, step):
+        diffrax = _dx()
         sde, event = model.sde, x.shape[1:]
         T = jnp.asarray(sde.T, x.dtype)
 
@@ -176,6 +188,8 @@ def _solve_sde(
     key, sde, score_fn, shape, solver_name, rtol, atol, n_steps, eps, x_init, max_steps, signature
 ):
     """The reverse SDE with a diffrax SDE solver, each example on its own Brownian path."""
+    diffrax = _dx()
+    lineax = importlib.import_module("lineax")
     init_key, bm_key = jax.random.split(key)
     x = initial_state(init_key, sde, shape, x_init)
     span = sde.T - eps
@@ -206,7 +220,7 @@ def _solve_sde(
         terms = diffrax.MultiTerm(diffrax.ODETerm(sde_drift), diffusion)
         sol = diffrax.diffeqsolve(
             terms,
-            SDE_SOLVERS[solver_name][0](),
+            getattr(diffrax, SDE_SOLVERS[solver_name][0])(),
             0.0,
             span,
             dt0,
@@ -275,7 +289,7 @@ def diffrax_solve(
         solver = "tsit5" if kind == "ode" else ("spark" if n_steps is None else "shark")
     if solver not in table:
         raise ValueError(f"solver for kind={kind!r} must be one of {tuple(table)}, got {solver!r}")
-    if n_steps is None and table[solver][0] in (diffrax.Euler, diffrax.ShARK, diffrax.SEA):
+    if n_steps is None and table[solver][0] in ("Euler", "ShARK", "SEA"):
         raise ValueError(f"solver {solver!r} has no error estimate; pass n_steps for fixed steps")
     max_steps = check_positive_int(max_steps, "max_steps")
     default_tol = _DEFAULT_TOL[kind]
@@ -284,7 +298,7 @@ def diffrax_solve(
     if kind == "ode":
         adaptive = n_steps is None
         adapter = Diffrax(
-            table[solver][0](),
+            getattr(_dx(), table[solver][0])(),
             float(rtol) if adaptive else None,
             float(atol) if adaptive else None,
             max_steps,
@@ -326,6 +340,7 @@ def diffrax_solve(
 
 @eqx.filter_jit
 def _log_likelihood(key, model, x, trace, rtol, atol, eps, max_steps, prior_logp, signature):
+    diffrax = _dx()
     sde = model.sde
 
     def velocity(y, t):
