@@ -1,4 +1,5 @@
-"""wgdiff.flows: paths, couplings, CFM loss, certificates, reflow, likelihood.
+"""wgdiff.flows: paths, couplings, CFM loss, certificates (engine, likelihood and reflow:
+test_flows_engine.py).
 
 References are closed forms for Gaussians written here in float64 NumPy (the Bures map,
 the exact OT interpolation, the marginal velocity of independent-coupling flow
@@ -12,62 +13,20 @@ import jax.numpy as jnp
 import numpy as np
 import ot
 import pytest
+from _flows_gaussians import (
+    A_OT,
+    M0,
+    M1,
+    S0,
+    S1,
+    W2SQ,
+    gaussian_draws,
+    independent_marginal_velocity,
+    ot_interpolation_velocity,
+)
 
 from wgdiff import flows
 from wgdiff.sde import VPSDE
-
-# -- Gaussian closed forms (float64 NumPy) ---------------------------------------------
-THETA = np.pi / 6
-ROT = np.array([[np.cos(THETA), -np.sin(THETA)], [np.sin(THETA), np.cos(THETA)]])
-M0, S0 = np.zeros(2), np.eye(2)
-M1, S1 = np.array([1.0, 0.0]), ROT @ np.diag([4.0, 0.25]) @ ROT.T
-
-
-def sqrtm(s):
-    w, v = np.linalg.eigh(s)
-    return (v * np.sqrt(w)) @ v.T
-
-
-def bures_map_matrix(s0, s1):
-    """A with T(x) = m1 + A (x - m0), the OT map between N(m0, s0) and N(m1, s1)."""
-    r = sqrtm(s0)
-    ri = np.linalg.inv(r)
-    return ri @ sqrtm(r @ s1 @ r) @ ri
-
-
-def w2_squared_gaussians(m0, s0, m1, s1):
-    r = sqrtm(s0)
-    return float(np.sum((m0 - m1) ** 2) + np.trace(s0 + s1 - 2 * sqrtm(r @ s1 @ r)))
-
-
-A_OT = bures_map_matrix(S0, S1)
-W2SQ = w2_squared_gaussians(M0, S0, M1, S1)
-
-
-def gaussian_draws(key, n, m, s):
-    z = np.asarray(jax.random.normal(key, (n, len(m))))
-    return jnp.asarray(m + z @ np.linalg.cholesky(s).T)
-
-
-def ot_interpolation_velocity(x, t):
-    """Velocity of McCann's interpolation x_t = (1 - t) x0 + t T(x0)."""
-    t = jnp.reshape(t, (-1, 1, 1))
-    eye = jnp.eye(2)
-    mt = (1 - t) * eye + t * jnp.asarray(A_OT, x.dtype)
-    mean_t = (1 - t[:, 0]) * M0 + t[:, 0] * M1
-    y = jnp.linalg.solve(mt, (x - mean_t)[..., None])[..., 0]
-    return (M1 - M0) + y @ jnp.asarray(A_OT - np.eye(2), x.dtype).T
-
-
-def independent_marginal_velocity(x, t):
-    """E[x1 - x0 | x_t = x] for the straight path between independent Gaussians."""
-    t = jnp.reshape(t, (-1, 1, 1))
-    cov_t = (1 - t) ** 2 * S0 + t**2 * S1
-    cross = t * S1 - (1 - t) * S0
-    mean_t = (1 - t[:, 0]) * M0 + t[:, 0] * M1
-    y = jnp.linalg.solve(cov_t, (x - mean_t)[..., None])
-    return (M1 - M0) + (cross @ y)[..., 0]
-
 
 # -- paths ---------------------------------------------------------------------------
 PATHS = [

@@ -8,7 +8,8 @@
 - :mod:`~wgdiff.flows.loss`: the conditional flow-matching loss and its training
   objective.
 - :mod:`~wgdiff.flows.reflow`: rectified-flow reflow pairs.
-- :mod:`~wgdiff.flows.sampling`: pushing samples through a velocity.
+- :mod:`~wgdiff.flows.sampling`: pushing samples through a velocity (solver engine).
+- :mod:`~wgdiff.flows.likelihood`: log-density by the instantaneous change of variables.
 - :mod:`~wgdiff.flows.certificates`: kinetic energy, gap ratio ``E / W2^2``,
   straightness.
 
@@ -34,6 +35,7 @@ from wgdiff.flows.couplings import (
     sample_plan,
     sinkhorn_log_plan,
 )
+from wgdiff.flows.likelihood import log_likelihood
 from wgdiff.flows.loss import (
     cfm_loss,
     cfm_objective,
@@ -51,10 +53,11 @@ from wgdiff.flows.paths import (
     probability_flow_velocity,
 )
 from wgdiff.flows.reflow import reflow_pairs
-from wgdiff.flows.sampling import FLOW_METHODS, FlowResult, integrate_flow
+from wgdiff.flows.sampling import FLOW_METHODS, FLOW_SDE, FlowResult, flow_model, integrate_flow
 
 __all__ = [
     "FLOW_METHODS",
+    "FLOW_SDE",
     "CosinePath",
     "Coupling",
     "ExactOTCoupling",
@@ -70,8 +73,10 @@ __all__ = [
     "cfm_objective",
     "conditional_sample",
     "diffusion_time",
+    "flow_model",
     "integrate_flow",
     "kinetic_energy",
+    "log_likelihood",
     "optimal_assignment",
     "pair_sampler",
     "path_energy",

@@ -88,16 +88,18 @@ def transport_certificate(
         velocity_fn: flow-time velocity.
         x0: ``(n, *event)`` source sample (``n <= 8000`` for the exact W2).
         n_steps: integration steps.
-        method: ``"euler"`` or ``"heun"``.
+        method: ``"euler"``, ``"heun"`` or a fixed-step ``wgdiff.samplers`` solver.
         w2_method: passed to :func:`wgdiff.metrics.w2_with_info`; ``"exact"`` keeps the
             inequalities of the module docstring exact.
 
     Returns:
         dict with ``energy``, ``displacement`` (``mean |x1 - x0|^2``), ``w2_squared``
         (between ``x0`` and its image), ``gap_ratio``, ``straightness``,
-        ``coupling_ratio``, ``nfe``, ``w2_method`` and ``x1`` (the image, an array).
+        ``coupling_ratio``, ``nfe``, ``w2_method``, ``x1`` (the image) and ``path`` (the
+        states on the grid, ``(n_steps + 1, n, *event)``).
     """
-    energy, x1 = kinetic_energy(velocity_fn, x0, n_steps=n_steps, method=method)
+    out = integrate_flow(velocity_fn, x0, n_steps=n_steps, method=method, return_path=True)
+    energy, x1 = jnp.mean(path_energy(out.path)), out.x
     n = x1.shape[0]
     a = np.asarray(x0, np.float64).reshape(n, -1)
     b = np.asarray(x1, np.float64).reshape(n, -1)
@@ -112,9 +114,10 @@ def transport_certificate(
         "gap_ratio": energy / w2_sq if w2_sq > 0 else float("inf"),
         "straightness": displacement / energy if energy > 0 else 1.0,
         "coupling_ratio": displacement / w2_sq if w2_sq > 0 else float("inf"),
-        "nfe": (2 if method == "heun" else 1) * int(n_steps),
+        "nfe": out.nfe,
         "w2_method": info["method"],
         "x1": x1,
+        "path": out.path,
     }
 
 

@@ -8,7 +8,7 @@ and returns re-paired batches ``(x0', x1')`` whose rows are draws from a couplin
   draws, I-CFM; the model's own pairs for reflow).
 - :class:`ExactOTCoupling`: the optimal assignment for ``|x0_i - x1_j|^2`` (OT-CFM);
   a permutation of ``x1``, so every point is used once.
-- :class:`SinkhornCoupling`: ``n`` index pairs drawn from the entropic OT plan.
+- :class:`SinkhornCoupling`: pairs drawn from the entropic OT plan (:func:`sample_plan`).
 - :class:`SchrodingerBridgeCoupling`: the entropic plan at ``epsilon = 2 sigma^2``,
   the static Schroedinger bridge of Brownian motion with diffusion ``sigma``
   (Tong et al. sec. 3.3), to pair with
@@ -133,10 +133,15 @@ def sinkhorn_log_plan(
 
 
 def sample_plan(key: PRNGKey, x0: Array, x1: Array, log_plan: Array) -> tuple[Array, Array]:
-    """``n`` index pairs ``(i, j) ~ P`` drawn with replacement (Tong et al. Alg. 1)."""
-    n, m = log_plan.shape
-    flat = jax.random.categorical(key, log_plan.reshape(-1), shape=(x0.shape[0],))
-    return x0[flat // m], x1[flat % m]
+    """Pairs drawn from the plan ``P``, stratified over its rows.
+
+    Every source row ``i`` is kept once and its partner ``j ~ P[i, :] / sum_j P[i, j]``
+    is drawn from the conditional plan; as the rows of a coupling of uniform measures
+    carry mass ``1/n``, the pairs are draws from ``P`` (Tong et al. Alg. 1 draws ``i``
+    too, with replacement; stratifying removes that variance). ``O(n m)`` work.
+    """
+    j = jax.random.categorical(key, log_plan, axis=-1)
+    return x0, x1[j]
 
 
 def _mean_cost(x0, x1):
