@@ -411,6 +411,7 @@ def main(argv=None) -> dict:
         if args.part:
             save_part(args.out, args.part, results, paths, heldouts)
     results["run"] = run_info(start, load_start)
+    results["complete"] = set(tasks) <= set(results["tasks"])
     if args.part:
         save_part(args.out, args.part, results, paths, heldouts)
         return results
