@@ -407,7 +407,7 @@ def train_joint(cfg, sde, joint, data, seed, n_steps, batch, lr, budget_s=None):
 # ----------------------------------------------------------------------------- mixture
 
 
-def run_mixture(cfg, sde):
+def run_mixture(cfg, sde, parts=("exact_score", "learned")):
     gm = mixture("eight_gaussians")
     exact_score = gm.score_fn(sde)
     oracle = OracleProjection(gm, sde)
@@ -452,7 +452,7 @@ def run_mixture(cfg, sde):
         return extra
 
     samples = {}
-    for part in ("exact_score", "learned"):
+    for part in parts:
         start_cpu, start = cpu_seconds(), time.perf_counter()
         if part == "exact_score":
             score_fn = exact_score
@@ -527,12 +527,33 @@ def run_mixture(cfg, sde):
         part: {nfe: {k: summarize(v) for k, v in row.items()} for nfe, row in rows.items()}
         for part, rows in exact_rows.items()
     }
-    exact_floor = [
-        exact_w2(gm.sample(jax.random.key(200 + s), n), references[s])
-        for s in range(cfg["w2_subset"]["seeds"])
-    ]
-    out["exact_w2_subset"]["floor"] = summarize(exact_floor)
+    if set(parts) & set(cfg["w2_subset"]["parts"]):
+        exact_floor = [
+            exact_w2(gm.sample(jax.random.key(200 + s), n), references[s])
+            for s in range(cfg["w2_subset"]["seeds"])
+        ]
+        out["exact_w2_subset"]["floor"] = summarize(exact_floor)
     return out, samples, np.asarray(references[0][:2000])
+
+
+MIXTURE_PARTS = {
+    "mixture": ("exact_score", "learned"),
+    "mixture_exact": ("exact_score",),
+    "mixture_learned": ("learned",),
+}
+
+
+def _load_mixture(out_dir, suffix):
+    """The mixture part file, or the two half-parts run side by side, merged."""
+    if (out_dir / f"predict_project{suffix}_part_mixture.json").exists():
+        return _load_part(out_dir, suffix, "mixture")
+    mix, samples = _load_part(out_dir, suffix, "mixture_exact")
+    learned, more = _load_part(out_dir, suffix, "mixture_learned")
+    mix["learned"] = learned["learned"]
+    mix["exact_w2_subset"].update(learned["exact_w2_subset"])
+    mix["machine"] = {"exact_score": mix["machine"], "learned": learned["machine"]}
+    more.pop("reference")
+    return mix, {**samples, **more}
 
 
 # ----------------------------------------------------------------------------- digits
@@ -771,9 +792,9 @@ def main(argv=None):
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
         "--part",
-        choices=("all", "mixture", "digits", "merge"),
+        choices=("all", "mixture", "mixture_exact", "mixture_learned", "digits", "merge"),
         default="all",
-        help="run one part and save it (parts can run side by side), or merge",
+        help="run one part and save it (parts can run side by side), or merge the saved parts",
     )
     args = parser.parse_args(argv)
     cfg = QUICK if args.quick else FULL
@@ -782,15 +803,16 @@ def main(argv=None):
     sde = VPSDE()
     start_cpu, start = cpu_seconds(), time.perf_counter()
     machine = {"load_average_start": os.getloadavg(), "cpu_count": os.cpu_count()}
-    if args.part in ("mixture", "all"):
-        mix, toy_samples, reference = run_mixture(cfg, sde)
+    if args.part in ("all", *MIXTURE_PARTS):
+        name = "mixture" if args.part == "all" else args.part
+        mix, toy_samples, reference = run_mixture(cfg, sde, MIXTURE_PARTS[name])
         mix["machine"] = {
             **machine,
             "load_average_end": os.getloadavg(),
             "cpu_s": cpu_seconds() - start_cpu,
             "wall_s": time.perf_counter() - start,
         }
-        _save_part(args.out, suffix, "mixture", mix, {**toy_samples, "reference": reference})
+        _save_part(args.out, suffix, name, mix, {**toy_samples, "reference": reference})
     if args.part in ("digits", "all"):
         start_d_cpu, start_d = cpu_seconds(), time.perf_counter()
         digits, grids = run_digits(cfg, sde, args.out)
@@ -801,9 +823,9 @@ def main(argv=None):
             "wall_s": time.perf_counter() - start_d,
         }
         _save_part(args.out, suffix, "digits", digits, grids)
-    if args.part in ("mixture", "digits"):
+    if args.part not in ("all", "merge"):
         return None
-    mix, toy_samples = _load_part(args.out, suffix, "mixture")
+    mix, toy_samples = _load_mixture(args.out, suffix)
     reference = toy_samples.pop("reference")
     digits, grids = _load_part(args.out, suffix, "digits")
     result = {
