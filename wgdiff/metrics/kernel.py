@@ -11,13 +11,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from wgdiff._checks import check_positive, check_positive_int, is_concrete
+from wgdiff.geometry import map_row_chunks, squared_distances
 from wgdiff.metrics._common import (
     DEFAULT_CHUNK_SIZE,
     check_chunk_size,
     check_pair,
     check_points,
-    map_row_chunks,
-    squared_distances,
     to_float_array,
 )
 

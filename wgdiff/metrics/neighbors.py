@@ -13,12 +13,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from wgdiff.geometry import map_row_chunks, squared_distances
 from wgdiff.metrics._common import (
     DEFAULT_CHUNK_SIZE,
     check_chunk_size,
     check_pair,
-    map_row_chunks,
-    squared_distances,
     to_float_array,
 )
 

@@ -1,0 +1,204 @@
+"""Exact OT (certified) and debiased Sinkhorn against POT and float64 NumPy references."""
+
+import jax
+import numpy as np
+import ot
+import pytest
+from scipy.spatial.distance import cdist
+from scipy.special import logsumexp
+
+from wgdiff import metrics
+
+
+def pot_cost(x, y):
+    """POT's network simplex, float64: the test oracle for W2^2."""
+    a, b = np.full(len(x), 1.0 / len(x)), np.full(len(y), 1.0 / len(y))
+    return float(ot.emd2(a, b, cdist(x, y, "sqeuclidean"), numItermax=10**7))
+
+
+def _cases():
+    rng = np.random.default_rng(0)
+    random = (rng.normal(size=(200, 2)), 0.5 * rng.normal(size=(200, 2)) + [1.0, -0.5])
+    centres = rng.normal(scale=4.0, size=(3, 3))
+    clustered = (
+        centres[rng.integers(0, 3, 150)] + 0.05 * rng.normal(size=(150, 3)),
+        centres[rng.integers(0, 3, 150)] + 0.05 * rng.normal(size=(150, 3)) + 0.3,
+    )
+    base = rng.normal(size=(40, 2))
+    duplicated = (base[rng.integers(0, 40, 120)], base[rng.integers(0, 40, 120)] + 0.1)
+    high_dim = (rng.normal(size=(100, 16)), rng.normal(size=(100, 16)) + 0.2)
+    unequal = (rng.normal(size=(130, 2)), rng.uniform(-1.0, 2.0, size=(70, 2)))
+    return {
+        "random": random,
+        "clustered": clustered,
+        "duplicated": duplicated,
+        "d16": high_dim,
+        "n!=m": unequal,
+    }
+
+
+CASES = _cases()
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_exact_equals_pot_and_certificate_holds(name):
+    x, y = CASES[name]
+    out = metrics.exact_ot(x, y)
+    reference = pot_cost(x, y)
+    # both are LP optima in float64: only round-off separates them
+    assert out.cost == pytest.approx(reference, rel=1e-9)
+    cert = out.certificate
+    assert cert["certified"] and cert["max_violation"] <= cert["tol"]
+    assert cert["pairs_checked"] >= len(x) * len(y)
+    # Independent check of the certificate: dual feasibility over all pairs by cdist,
+    # and the dual value equals the primal cost (so the plan is optimal).
+    reduced = cdist(x, y, "sqeuclidean") - out.u[:, None] - out.v[None, :]
+    assert reduced.min() >= -cert["tol"]
+    assert np.mean(out.u) + np.mean(out.v) == pytest.approx(out.cost, rel=1e-9)
+    # the plan: marginals 1/n and 1/m, cost <P, C>
+    assert np.allclose(np.bincount(out.rows, out.mass, len(x)), 1.0 / len(x))
+    assert np.allclose(np.bincount(out.cols, out.mass, len(y)), 1.0 / len(y))
+    plan_cost = np.sum(out.mass * np.sum((x[out.rows] - y[out.cols]) ** 2, axis=1))
+    assert plan_cost == pytest.approx(out.cost, rel=1e-12)
+    if len(x) == len(y):
+        assert sorted(out.assignment.tolist()) == list(range(len(y)))
+
+
+def test_w2_exact_reports_certificate_and_is_a_distance():
+    x, y = CASES["random"]
+    info = metrics.w2_with_info(x, y, method="exact")
+    assert info["method"] == "exact" and info["converged"] is True
+    assert info["certificate"]["rounds"] >= 1
+    assert info["value"] == pytest.approx(np.sqrt(pot_cost(x, y)), rel=1e-9)
+
+
+def test_sinkhorn_close_to_exact_and_measures_its_convergence():
+    x, y = CASES["random"]
+    reference = np.sqrt(pot_cost(x, y))
+    out = metrics.sinkhorn(x, y)
+    assert bool(out.converged)
+    assert np.all(np.asarray(out.marginal_errors) < 1e-3)
+    # eps = 1e-2 * W2^2: the debiased divergence is within 0.5% of W2 here
+    assert np.sqrt(float(out.divergence)) == pytest.approx(reference, rel=5e-3)
+    # gap of the (nearly feasible) plan is second order in the marginal error
+    assert abs(float(out.gap)) < 1e-2 * float(out.divergence)
+    info = metrics.w2_with_info(x, y, method="sinkhorn")
+    assert info["converged"] and info["value"] == pytest.approx(reference, rel=5e-3)
+
+
+def numpy_sinkhorn(x, y, eps, iterations=3000):
+    """float64 log-domain Sinkhorn (plain alternating), an independent transcription."""
+    c = cdist(x, y, "sqeuclidean")
+    n, m = c.shape
+    f, g = np.zeros(n), np.zeros(m)
+    for _ in range(iterations):
+        f = -eps * logsumexp((g[None, :] - c) / eps - np.log(m), axis=1)
+        g = -eps * logsumexp((f[:, None] - c) / eps - np.log(n), axis=0)
+    return f, g, c
+
+
+def test_sinkhorn_streamed_equals_dense_and_numpy():
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(90, 2)), rng.normal(size=(70, 2)) + 0.5
+    eps = 0.1
+    with jax.enable_x64(True):
+        dense = metrics.sinkhorn(x, y, epsilon=eps, threshold=1e-9, dense=True)
+        # chunks that do not divide 90 or 70 exercise the padding masks
+        streamed = metrics.sinkhorn(
+            x, y, epsilon=eps, threshold=1e-9, dense=False, row_chunk=32, col_chunk=25
+        )
+    f, g, c = numpy_sinkhorn(x, y, eps)
+    ot_xy = f.mean() + g.mean()
+    fx, gx, _ = numpy_sinkhorn(x, x, eps)
+    fy, gy, _ = numpy_sinkhorn(y, y, eps)
+    divergence = ot_xy - 0.5 * (fx.mean() + gx.mean() + fy.mean() + gy.mean())
+    for out in (dense, streamed):
+        assert bool(out.converged)
+        assert float(out.ot_xy) == pytest.approx(ot_xy, rel=1e-7)
+        assert float(out.divergence) == pytest.approx(divergence, rel=1e-6)
+
+
+def test_sinkhorn_iteration_cap_gives_not_converged():
+    x, y = CASES["random"]
+    out = metrics.sinkhorn(x, y, max_iterations=5)
+    assert not bool(out.converged) and int(out.iterations) == 5
+    info = metrics.w2_with_info(x, y, method="sinkhorn", max_iterations=5)
+    assert info["converged"] is False
+
+
+def test_sample_sinkhorn_plan_matches_plan_conditionals():
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(4, 2)), rng.normal(size=(5, 2))
+    eps = 0.5
+    with jax.enable_x64(True):
+        result = metrics.sinkhorn(x, y, epsilon=eps, threshold=1e-10, debias=False)
+        keys = jax.random.split(jax.random.key(0), 4000)
+        draws = np.stack(
+            [np.asarray(metrics.sample_sinkhorn_plan(k, x, y, result=result)) for k in keys[:400]]
+        )
+    f, g, c = numpy_sinkhorn(x, y, eps)
+    plan = np.exp((f[:, None] + g[None, :] - c) / eps) / (4 * 5)
+    conditional = plan / plan.sum(axis=1, keepdims=True)
+    for i in range(4):
+        freq = np.bincount(draws[:, i], minlength=5) / len(draws)
+        # 400 draws: binomial standard deviation <= 0.025; 4 sigma
+        assert np.allclose(freq, conditional[i], atol=0.1)
+
+
+def test_sample_sinkhorn_plan_small_eps_is_the_exact_assignment():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(64, 2))
+    y = x[rng.permutation(64)] + 0.01 * rng.normal(size=(64, 2))
+    exact = metrics.exact_ot(x, y).assignment
+    sampled = metrics.sample_sinkhorn_plan(jax.random.key(1), x, y, epsilon=1e-4)
+    assert np.array_equal(np.asarray(sampled), exact)
+
+
+def test_bures_and_sliced_references():
+    # N(0, I) vs N(0, diag(4, 1/4)): W2^2 = (2 - 1)^2 + (1/2 - 1)^2 = 1.25
+    value = metrics.bures_w2(np.zeros(2), np.eye(2), np.zeros(2), np.diag([4.0, 0.25]))
+    assert value == pytest.approx(np.sqrt(1.25), rel=1e-12)
+    rng = np.random.default_rng(6)
+    x, y = rng.normal(size=(200, 3)), rng.normal(size=(200, 3)) * [2.0, 1.0, 0.5]
+    exact = np.sqrt(pot_cost(x, y))
+    key = jax.random.key(2)
+    sliced = float(metrics.sliced_w2(key, x, y, n_projections=64))
+    max_sliced, direction = metrics.max_sliced_w2(key, x, y, n_projections=64)
+    # each projection is 1-Lipschitz: sliced <= max-sliced <= W2 (float32 slack)
+    assert sliced < float(max_sliced) <= exact * (1 + 1e-5)
+    assert float(np.linalg.norm(direction)) == pytest.approx(1.0, abs=1e-5)
+    # a pure translation: the best direction is the shift and max-sliced = W2 = |t|
+    shift = np.array([0.0, 3.0, 4.0])
+    value, _ = metrics.max_sliced_w2(key, x, x + shift, n_projections=16)
+    assert float(value) == pytest.approx(5.0, rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda: metrics.exact_ot(np.full((3, 2), np.nan), np.ones((3, 2))), "x contains NaN"),
+        (lambda: metrics.exact_ot(np.ones((3, 2)), np.full((3, 2), np.inf)), "y contains NaN"),
+        (lambda: metrics.exact_ot(np.ones((3, 2)), np.ones((3, 3))), "same d"),
+        (lambda: metrics.exact_ot(np.ones((0, 2)), np.ones((3, 2))), "x must have shape"),
+        (lambda: metrics.sinkhorn(np.ones((3, 2)), np.ones((0, 2))), "y must have shape"),
+        (lambda: metrics.sinkhorn(np.ones((3, 2)), np.ones((3, 2)), epsilon=0.0), "epsilon"),
+        (lambda: metrics.sinkhorn(np.ones((3, 2)), np.ones((3, 2)), epsilon=-1.0), "epsilon"),
+        (
+            lambda: metrics.sinkhorn(np.ones((3, 2)), np.ones((3, 2)), epsilon=float("nan")),
+            "epsilon",
+        ),
+        (lambda: metrics.sinkhorn(np.ones((3, 2)), np.ones((3, 2)), scaling=1.0), "scaling"),
+        (
+            lambda: metrics.sinkhorn(np.ones((3, 2)), np.ones((3, 2)), max_iterations=0),
+            "max_iterations",
+        ),
+        (lambda: metrics.w2(np.ones((3, 2)), np.ones((3, 2)), epsilon=0.0), "epsilon"),
+        (
+            lambda: metrics.w2(np.zeros((6001, 1)), np.ones((6002, 1)), method="exact"),
+            "LP_MAX_PAIRS",
+        ),
+    ],
+)
+def test_bad_input_names_the_argument(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
