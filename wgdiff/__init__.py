@@ -26,6 +26,7 @@ _SUBMODULES = (
     "data",
     "evaluation",
     "flows",
+    "geometry",
     "image_features",
     "losses",
     "metrics",
