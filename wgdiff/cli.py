@@ -397,8 +397,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import numpy as np
 
     from wgdiff import metrics
+    from wgdiff._checks import check_positive_int
     from wgdiff.data import toy
 
+    check_positive_int(args.repeats, "--repeats")
     start, cpu_start = time.perf_counter(), time.process_time()
     run_dir = Path(args.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -434,24 +436,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
     sampler_runs.append(("ode", None, None))
     sampler_runs += [(name, None, args.nfe) for name in args.solver]
     print(f"[2/3] sampling {args.n_samples} points with {len(sampler_runs)} sampler settings")
-    rows, panels = [], []
+    rows, panels, draws = [], [], {}
     key = jax.random.key(args.seed + 7)
+    # Empirical W2 between two n-point sets varies from draw to draw (mass shifts between
+    # the moons), so each row and the floor are medians over `repeats` independent draws.
     for i, (name, steps, nfe) in enumerate(sampler_runs):
-        t0 = time.perf_counter()
-        x, info = draw_samples(
-            jax.random.fold_in(key, i),
-            sde,
-            score_fn,
-            args.n_samples,
-            heldout.shape[1],
-            name,
-            steps,
-            grid="uniform" if nfe is None else args.grid,
-            nfe=nfe,
-        )
-        x = jax.block_until_ready(x)
-        seconds = time.perf_counter() - t0
-        w2 = metrics.w2_with_info(x, heldout)
+        w2s, seconds = [], []
+        for r in range(args.repeats):
+            t0 = time.perf_counter()
+            x, info = draw_samples(
+                jax.random.fold_in(jax.random.fold_in(key, i), r),
+                sde,
+                score_fn,
+                args.n_samples,
+                heldout.shape[1],
+                name,
+                steps,
+                grid="uniform" if nfe is None else args.grid,
+                nfe=nfe,
+            )
+            x = jax.block_until_ready(x)
+            seconds.append(time.perf_counter() - t0)
+            w2 = metrics.w2_with_info(x, heldout)
+            w2s.append(float(w2["value"]))
+            draws[f"row_{i}_{r}"] = np.asarray(x)
         label = {"em": "Euler-Maruyama", "pf-heun": "prob. flow Heun", "ode": "prob. flow Tsit5"}
         label = label[name] if nfe is None else f"{name} ({args.grid})"
         rows.append(
@@ -459,18 +467,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 "sampler": label,
                 "steps": steps or ("adaptive" if nfe is None else f"NFE {nfe}"),
                 "nfe": info["nfe"],
-                "w2": float(w2["value"]),
+                "w2": float(np.median(w2s)),
+                "w2_draws": w2s,
                 "w2_method": w2["method"],
-                "seconds": seconds,
+                "seconds": float(np.median(seconds)),
             }
         )
-        panels.append((f"{label}\n{rows[-1]['steps']} steps, W2 {rows[-1]['w2']:.3f}", x))
+        panels.append((f"{label}\n{rows[-1]['steps']} steps, W2 {w2s[-1]:.3f}", x))
     floor_key = jax.random.key(args.seed + 99)
-    fresh = toy.get(args.dataset)(floor_key, args.n_samples)
-    floor = float(metrics.w2(fresh, heldout))
+    fresh_draws = [
+        toy.get(args.dataset)(jax.random.fold_in(floor_key, r), args.n_samples)
+        for r in range(args.repeats)
+    ]
+    floor_draws = [float(metrics.w2(fresh, heldout)) for fresh in fresh_draws]
+    floor = float(np.median(floor_draws))
+    draws.update({f"fresh_{r}": np.asarray(f) for r, f in enumerate(fresh_draws)})
     for r in rows:
         r["w2_over_floor"] = r["w2"] / floor
-    print("[3/3] W2 to held-out data (lower is better; floor: fresh data vs held-out data)")
+    print(
+        f"[3/3] W2 to held-out data, median of {args.repeats} draws (lower is better; "
+        "floor: fresh data vs held-out data)"
+    )
     header = f"{'sampler':<18}{'steps':>9}{'NFE':>8}{'W2':>9}{'/floor':>8}{'seconds':>9}"
     lines = [header, "-" * len(header)]
     for r in rows:
@@ -481,12 +498,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     lines.append(f"{'fresh data (floor)':<18}{'':>9}{'':>8}{floor:>9.4f}{1.0:>8.2f}{'':>9}")
     print("\n".join(lines))
     scatter_png(run_dir / "samples.png", [("held-out data", heldout), *panels], heldout)
-    np.savez(
-        run_dir / "samples.npz",
-        heldout=np.asarray(heldout),
-        fresh=np.asarray(fresh),
-        **{f"row_{i}": np.asarray(x) for i, (_, x) in enumerate(panels)},
-    )
+    np.savez(run_dir / "samples.npz", heldout=np.asarray(heldout), **draws)
     result = {
         "dataset": args.dataset,
         "config": config,
@@ -495,12 +507,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "final_loss": history[-1]["loss"],
         "rows": rows,
         "w2_fresh_vs_heldout": floor,
+        "w2_fresh_vs_heldout_draws": floor_draws,
+        "repeats": args.repeats,
         "total_seconds": time.perf_counter() - start,
         # CPU time (all threads) beside wall time: on a shared machine wall time is noisy.
         "total_cpu_seconds": time.process_time() - cpu_start,
         "load_average_1_5_15": list(os.getloadavg()),
         "w2_definition": "W2 distance (not squared) between empirical measures, "
-        f"{args.n_samples} points each",
+        f"{args.n_samples} points each; each W2 (and the floor) is the median over "
+        f"{args.repeats} independent draws",
     }
     (run_dir / "results.json").write_text(json.dumps(result, indent=2))
     print(
@@ -572,6 +587,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="training steps (AdamW 3e-3, 500 warm-up steps, cosine decay, batch 256)",
     )
     p.add_argument("--n-samples", type=int, default=2000, help="samples per sampler")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="independent draws per sampler (and fresh data sets for the floor); the table "
+        "shows the median W2",
+    )
     p.add_argument(
         "--em-steps",
         type=int,
