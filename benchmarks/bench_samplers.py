@@ -232,35 +232,46 @@ def overhead(model, net_apply, params, batch: int, n_steps: int, repeats: int) -
 
 
 def plot(record: dict, path: Path) -> None:
+    """Top row: deterministic solvers (distance to the reference) per problem and grid;
+    bottom row: stochastic solvers (W2, floor dotted)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [
-        (problem, g)
-        for problem in ("mixture", "score_mlp")
-        for g in ("uniform", "logsnr", "karras")
-        if any(r["grid"] == g for r in record[problem]["errors"]["rows"])
-    ]
-    fig, axes = plt.subplots(2, len(panels), figsize=(3.2 * len(panels), 6.0), squeeze=False)
-    for col, (problem, grid) in enumerate(panels):
-        rows = [r for r in record[problem]["errors"]["rows"] if r["grid"] == grid]
-        for ax, names, key in (
-            (axes[0, col], DETERMINISTIC, "median"),
-            (axes[1, col], STOCHASTIC, "w2"),
-        ):
+    def panels(names):
+        return [
+            (problem, g)
+            for problem in ("mixture", "score_mlp")
+            for g in ("uniform", "logsnr", "karras")
+            if any(
+                r["grid"] == g and r["solver"] in names for r in record[problem]["errors"]["rows"]
+            )
+        ]
+
+    rows_spec = [(DETERMINISTIC, "median", "median |x - x_ref| (PF ODE)"), (STOCHASTIC, "w2", "W2")]
+    ncol = max(len(panels(names)) for names, _, _ in rows_spec)
+    fig, axes = plt.subplots(2, ncol, figsize=(3.3 * ncol, 6.4), squeeze=False)
+    for row, (names, key, label) in enumerate(rows_spec):
+        cells = panels(names)
+        for col in range(ncol):
+            ax = axes[row, col]
+            if col >= len(cells):
+                ax.axis("off")
+                continue
+            problem, grid = cells[col]
+            data = [r for r in record[problem]["errors"]["rows"] if r["grid"] == grid]
             for name in names:
-                pts = [(r["nfe"], r[key]) for r in rows if r["solver"] == name]
+                pts = [(r["nfe"], r[key]) for r in data if r["solver"] == name]
                 if pts:
                     ax.loglog(*zip(*pts, strict=True), marker="o", ms=3, label=name)
-        axes[1, col].axhline(record[problem]["errors"]["w2_floor"], color="k", ls=":", lw=1)
-        axes[0, col].set_title(f"{problem}, {grid} grid", fontsize=9)
-        axes[1, col].set_xlabel("NFE")
-    axes[0, 0].set_ylabel("median |x - x_ref| (PF ODE)")
-    axes[1, 0].set_ylabel("W2 to target (floor dotted)")
-    axes[0, -1].legend(fontsize=6, loc="lower left")
-    axes[1, -1].legend(fontsize=6, loc="upper right")
+            if key == "w2":
+                ax.axhline(record[problem]["errors"]["w2_floor"], color="k", ls=":", lw=1)
+            ax.set_title(f"{problem}, {grid} grid", fontsize=9)
+            ax.set_xlabel("NFE")
+            if col == 0:
+                ax.set_ylabel(label)
+        axes[row, len(cells) - 1].legend(fontsize=6, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
