@@ -6,7 +6,8 @@ kernel-weighted mean of some per-point features ``f_j``,
 ``sum_j K(z_i, x_j) f_j / sum_j K(z_i, x_j)``, with the Gaussian kernel
 ``K(z, x) = exp(-|z - x|^2 / (2 sigma^2))`` (Weber eq. 14).
 
-:func:`kernel_moments` computes both without ever holding more than a
+:func:`kernel_moments` computes both with the streaming primitive
+:class:`wgdiff.geometry.PointCloud`, never holding more than a
 ``z_chunk x point_chunk`` block of kernel values: an outer ``lax.map`` over
 chunks of queries and an inner ``lax.scan`` over chunks of points that carries
 a running maximum, a rescaled kernel mass and a rescaled weighted feature sum
@@ -28,63 +29,11 @@ import jax
 import jax.numpy as jnp
 
 from wgdiff._checks import check_finite, check_ndim, check_positive, check_positive_int
+from wgdiff.geometry import PointCloud
+from wgdiff.geometry import squared_distances as squared_distances  # sdflow's re-export
 
-# Up to this dimension squared distances are formed from explicit differences,
-# which is exact even when |z - x| << |z| (tiny bandwidths far from the origin);
-# above it the matmul expansion |z|^2 + |x|^2 - 2 z.x is much faster and the
-# cancellation it suffers is negligible next to the distances typical there.
-DIRECT_DISTANCE_MAX_DIM = 16
 DEFAULT_Z_CHUNK = 512
 DEFAULT_POINT_CHUNK = 2048
-
-
-def squared_distances(z: jax.Array, x: jax.Array) -> jax.Array:
-    """Pairwise squared Euclidean distances ``(n, d), (m, d) -> (n, m)``."""
-    if z.shape[-1] <= DIRECT_DISTANCE_MAX_DIM:
-        # One 2-D broadcast per coordinate: XLA fuses these into a single vectorised
-        # loop, several times faster on CPU than reducing an (n, m, d) difference.
-        return sum((z[:, k, None] - x[None, :, k]) ** 2 for k in range(z.shape[-1]))
-    cross = z @ x.T
-    sq = jnp.sum(z**2, axis=-1)[:, None] + jnp.sum(x**2, axis=-1)[None, :] - 2.0 * cross
-    return jnp.maximum(sq, 0.0)
-
-
-def _pad_to_chunks(a: jax.Array, chunk: int) -> tuple[jax.Array, int]:
-    """Pad rows of ``a`` with zeros to a multiple of ``chunk``; return (padded, n_chunks)."""
-    n = a.shape[0]
-    n_chunks = -(-n // chunk)
-    pad = n_chunks * chunk - n
-    if pad:
-        a = jnp.concatenate([a, jnp.zeros((pad,) + a.shape[1:], a.dtype)], axis=0)
-    return a.reshape((n_chunks, chunk) + a.shape[1:]), n_chunks
-
-
-def _moments_for_query_chunk(zc, points, features, valid, inv_two_sigma2):
-    """Streaming log-sum-exp over point chunks for one chunk of queries ``zc (c, d)``."""
-    n_feat = features.shape[-1]
-    dtype = zc.dtype
-    init = (
-        jnp.full((zc.shape[0],), -jnp.inf, dtype),
-        jnp.zeros((zc.shape[0],), dtype),
-        jnp.zeros((zc.shape[0], n_feat), dtype),
-    )
-
-    def step(carry, chunk):
-        running_max, mass, weighted = carry
-        xc, fc, vc = chunk
-        logits = -squared_distances(zc, xc) * inv_two_sigma2
-        logits = jnp.where(vc[None, :], logits, -jnp.inf)
-        new_max = jnp.maximum(running_max, jnp.max(logits, axis=1))
-        # The first chunk always holds a real point (padding sits at the end),
-        # so new_max is finite and exp(-inf - finite) = 0 rescales the empty start.
-        rescale = jnp.exp(running_max - new_max)
-        w = jnp.exp(logits - new_max[:, None])
-        mass = rescale * mass + jnp.sum(w, axis=1)
-        weighted = rescale[:, None] * weighted + w @ fc
-        return (new_max, mass, weighted), None
-
-    (running_max, mass, weighted), _ = jax.lax.scan(step, init, (points, features, valid))
-    return running_max + jnp.log(mass), weighted / mass[:, None]
 
 
 def kernel_moments(
@@ -132,21 +81,8 @@ def kernel_moments(
     features = jnp.asarray(features, dtype)
     inv_two_sigma2 = 0.5 / jnp.asarray(sigma, dtype) ** 2
 
-    n, m = z.shape[0], points.shape[0]
-    point_chunk = min(point_chunk, m)
-    z_chunk = min(z_chunk, n)
-    point_blocks, _ = _pad_to_chunks(points, point_chunk)
-    feature_blocks, _ = _pad_to_chunks(features, point_chunk)
-    valid_blocks, _ = _pad_to_chunks(jnp.ones((m,), bool), point_chunk)
-    z_blocks, _ = _pad_to_chunks(z, z_chunk)
-
-    def per_query_chunk(zc):
-        return _moments_for_query_chunk(
-            zc, point_blocks, feature_blocks, valid_blocks, inv_two_sigma2
-        )
-
-    lse, mean = jax.lax.map(per_query_chunk, z_blocks)
-    return lse.reshape(-1)[:n], mean.reshape(-1, features.shape[1])[:n]
+    geometry = PointCloud(z, points, row_chunk=z_chunk, col_chunk=point_chunk)
+    return geometry.moments(jnp.zeros((), dtype), inv_two_sigma2, features)
 
 
 def check_point_set(x, name: str, d: int | None = None) -> None:
