@@ -42,7 +42,7 @@ from scipy.optimize import linear_sum_assignment
 
 from wgdiff._checks import check_positive
 from wgdiff._types import Array, PRNGKey
-from wgdiff.metrics._common import squared_distances
+from wgdiff.geometry import squared_distances
 
 
 def _flat(x):
