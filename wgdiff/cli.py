@@ -417,7 +417,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         # Chosen on seed 1 among 8 settings (steps, batch, learning rate, warm-up, EMA,
         # smallest training time), reported on the default seed 0: see README.
         "lr": 3e-3,
-        "warmup_steps": 500,
+        "warmup_steps": min(500, args.steps // 10),
         "batch_size": 256,
         "steps": args.steps,
         "ema_decay": 0.999,
@@ -584,7 +584,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--steps",
         type=int,
         default=24_000,
-        help="training steps (AdamW 3e-3, 500 warm-up steps, cosine decay, batch 256)",
+        help="training steps (AdamW 3e-3, min(500, steps/10) warm-up steps, cosine decay, "
+        "batch 256)",
     )
     p.add_argument("--n-samples", type=int, default=2000, help="samples per sampler")
     p.add_argument(
