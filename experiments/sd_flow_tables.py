@@ -82,7 +82,7 @@ QM_OFFSET = (3.0, 3.0, 3.0)
 QM_BASE_STD = 0.5
 COSINE = {"grid": (10.0, 0.5), "question_mark": (4.0, 0.5)}  # (sigma2_max, sigma2_min)
 # Geometry search grids (see the module docstring).
-QM_SCALES = (1.0, 2.0, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0)
+QM_SCALES = (3.0, 3.5, 4.0, 4.5, 5.0)  # scale 1 measured 0.0743 (1000 pairs)
 GRID_BASE_STDS = (0.3, 0.5, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0, 1.2)
 THRESHOLD_TOLERANCE = 0.10
 
@@ -116,12 +116,11 @@ PAPER_TABLE4 = [
 
 FULL = dict(
     n_points=1024, batch_size=128, steps=1000, trials=5, cfd_every=5, segment=50,
-    threshold_pairs=1000, search_pairs=200, r50_steps=1000, r50_train=10000,
-    interp_steps=1000,
+    threshold_pairs=1000, r50_steps=1000, r50_train=10000, interp_steps=1000,
 )  # fmt: skip
 QUICK = dict(
     n_points=128, batch_size=32, steps=40, trials=1, cfd_every=5, segment=20,
-    threshold_pairs=50, search_pairs=20, r50_steps=40, r50_train=1024, interp_steps=40,
+    threshold_pairs=50, r50_steps=40, r50_train=1024, interp_steps=40,
 )  # fmt: skip
 # Level of the paper's non-moving rows on the grid: Table 3, MMD, no AdaGrad, full data.
 PAPER_NON_MOVING_GRID = float(np.mean([row[1] for row in PAPER_TABLE3[:4]]))
@@ -161,18 +160,20 @@ def search_question_mark_scale(key, cfg, log) -> dict:
     rows = []
     for scale in QM_SCALES:
         gm = scaled_mixture(base, scale)
-        thr = metrics.cfd_threshold(key, gm.sample, n, n_trials=cfg["search_pairs"])
+        # As many pairs as the final threshold: the max over fewer pairs is biased low
+        # (scale 3: 0.0600 over 200 pairs, 0.0712 over 1000).
+        thr = metrics.cfd_threshold(key, gm.sample, n, n_trials=cfg["threshold_pairs"])
         rows.append(dict(scale=scale, threshold=thr))
     target = PAPER_THRESHOLDS["question_mark"]
     best = min(rows, key=lambda r: abs(r["threshold"] - target))
     log(
         f"[geometry] question mark scale {best['scale']}: threshold {best['threshold']:.4f} "
-        f"({cfg['search_pairs']} pairs; paper {target})"
+        f"({cfg['threshold_pairs']} pairs; paper {target})"
     )
     return dict(
         rule="scale of the question-mark problem (centres, component std, base std, offset) "
         "whose CFD threshold is closest to the paper's 0.0612",
-        pairs_per_candidate=cfg["search_pairs"], candidates=rows, chosen=best["scale"],
+        pairs_per_candidate=cfg["threshold_pairs"], candidates=rows, chosen=best["scale"],
     )  # fmt: skip
 
 
@@ -212,13 +213,35 @@ def kernel_evaluations(spec: dict, n_target: int, n_particles: int, batch: int |
     return moved * b_q + score
 
 
+def _empirical_cf(x, frequencies):
+    """Real and imaginary parts of ``mean_i exp(i omega_k . x_i)``, each (K,)."""
+    phase = x @ frequencies.T
+    return jnp.cos(phase).mean(0), jnp.sin(phase).mean(0)
+
+
+def cfd_monitor(target, cfd_key):
+    """``particles -> metrics.cfd(particles, target, key=cfd_key)`` with the target's
+    empirical characteristic function computed once, not at every evaluation (half
+    the monitor's cost: ``cfd`` is 6.7 ms per call at N = M = 1024 against 2.2 ms for a
+    whole SD step). Same frequencies and formula as :func:`wgdiff.metrics.cfd`; the
+    script checks the two agree before every table (``monitor_check`` in the JSON)."""
+    frequencies = metrics.sample_cfd_frequencies(cfd_key, target.shape[1])
+    real_t, imag_t = _empirical_cf(target, frequencies)
+
+    def monitor(particles):
+        real, imag = _empirical_cf(particles, frequencies)
+        return jnp.mean(jnp.hypot(real - real_t, imag - imag_t))
+
+    return monitor
+
+
 def make_table_runner(spec, batch_size, n_steps, segment, cfd_every, exact_score, over):
     """One jitted program advancing a stack of runs (conditions x trials) by ``segment`` steps.
 
     ``over="map"`` runs the stack with ``lax.map`` (one run after the other inside
-    the program), ``"vmap"`` batches it; on CPU the full-data kernel blocks run
-    several times faster mapped than batched, the small batch blocks faster batched
-    (measured: ``runner_choice`` in the JSON).
+    the program), ``"vmap"`` batches it. Full-data rows are mapped: one SD step of 8
+    runs at N = M = 1024 took 5.1 ms per run mapped against 19.3 ms batched (CPU,
+    measured while writing this); the small BATCH blocks are batched (not measured).
     """
     kwargs = dict(batch_size=batch_size, batch_update=BATCH_UPDATE)
     if spec["method"] == "svgd":
@@ -230,7 +253,8 @@ def make_table_runner(spec, batch_size, n_steps, segment, cfd_every, exact_score
     flow = sdflow.particle_flow(spec["method"], n_steps, **kwargs)
 
     def one(state, target, cfd_key):
-        monitor = lambda s, info: metrics.cfd(s.particles, target, key=cfd_key)
+        cfd_to_target = cfd_monitor(target, cfd_key)
+        monitor = lambda s, info: cfd_to_target(s.particles)
         return sdflow.run_flow(
             flow, state, target, segment, monitor=monitor, monitor_every=cfd_every
         )
@@ -256,6 +280,11 @@ def run_table(key, table, cfg, log, methods):
         gm = toy.grid25_mixture()
         target = gm.sample(k_target, n)
         search = search_grid_base_std(k_cfd, target, cfg, trials, log)
+    elif cfg.get("qm_scale"):
+        search = dict(chosen=cfg["qm_scale"], rule="given on the command line (--qm-scale), "
+                      "from the search of a run of the same seed")  # fmt: skip
+        gm = scaled_mixture(toy.question_mark_mixture(), search["chosen"])
+        target = gm.sample(k_target, n)
     else:
         search = search_question_mark_scale(k_search, cfg, log)
         gm = scaled_mixture(toy.question_mark_mixture(), search["chosen"])
@@ -295,6 +324,14 @@ def run_table(key, table, cfg, log, methods):
         ]
         for off, base in bases.items()
     }
+    # The flows' monitor (cached target CF) against wgdiff.metrics.cfd on the base draws.
+    monitor_check = max(
+        abs(float(cfd_monitor(target, jax.random.fold_in(k_cfd, t))(b)) - initial_cfd[off][t])
+        for off, base in bases.items()
+        for t, b in enumerate(base)
+    )
+    if monitor_check > 1e-4:
+        raise RuntimeError(f"CFD monitor differs from metrics.cfd by {monitor_check}")
     clock = cpu_clock()
     thr = metrics.cfd_threshold(k_thr, gm.sample, n, n_trials=cfg["threshold_pairs"])
     threshold_cost = elapsed(clock)
@@ -369,53 +406,156 @@ def run_table(key, table, cfg, log, methods):
         target=np.asarray(target), rows=rows, threshold=thr, threshold_cost=threshold_cost,
         results=results, snapshots=snapshots, snapshot_steps=snapshot_steps, timings=timings,
         sigma2_const=sigma2_const, initial_cfd=initial_cfd, geometry=geometry, search=search,
+        monitor_check=monitor_check,
     )  # fmt: skip
 
 
-def table_markdown(table_out, paper_conv, paper_cfd, with_offset) -> tuple[str, str, list]:
-    """Markdown for convergence (Table 1/2) and mean minimum CFD (Table 3/4), ours | paper."""
+def table_rows(table_out, paper_conv, paper_cfd) -> list[dict]:
+    """Per condition: convergence probability and mean minimum CFD, ours and the paper's."""
     thr = table_out["threshold"]
     methods = list(table_out["results"])
-    head = ["ADAGRAD", "BATCH", "CONST", "ANNEAL"] + (["OFFSET"] if with_offset else [])
-    yn = lambda v: "Y" if v else "N"
-    ours = " | ".join(m.upper() for m in methods)
-    paper_names = ("SD", "MMD", "SVGD")
-    paper = " | ".join(f"paper {m}" for m in paper_names)
-    conv_lines = ["| " + " | ".join(head) + f" | {ours} | {paper} |"]
-    cfd_lines = [conv_lines[0]]
-    sep = "|" + "---|" * (len(head) + len(methods) + len(paper_names))
-    conv_lines.append(sep)
-    cfd_lines.append(sep)
     records = []
     for i, row in enumerate(table_out["rows"]):
-        flags = " | ".join(
-            yn(row[k]) for k in ["adagrad", "batch", "const", "anneal", "offset"][: len(head)]
-        )
-        conv, means = [], []
+        conv, means = {}, {}
         for m in methods:
             vals = np.asarray(table_out["results"][m][i]["min_cfd"])
-            conv.append(float(np.mean(vals < thr)))
-            means.append(float(np.mean(vals)) if np.all(np.isfinite(vals)) else float("inf"))
-        p_conv = [paper_conv[i][PAPER_COLUMN[m]] for m in methods]
-        p_cfd = [paper_cfd[i][PAPER_COLUMN[m]] for m in methods]
-        conv_lines.append(
-            f"| {flags} | " + " | ".join(f"{c:.1f}" for c in conv) + " | "
-            + " | ".join(str(v) for v in paper_conv[i]) + " |"
-        )  # fmt: skip
-        cfd_lines.append(
-            f"| {flags} | " + " | ".join(f"{c:.4f}" for c in means) + " | "
-            + " | ".join(f"{v:.4f}" for v in paper_cfd[i]) + " |"
-        )  # fmt: skip
+            conv[m] = float(np.mean(vals < thr))
+            means[m] = float(np.mean(vals)) if np.all(np.isfinite(vals)) else float("inf")
         records.append(
             dict(
-                row=row,
-                convergence=dict(zip(methods, conv, strict=True)),
-                mean_min_cfd=dict(zip(methods, means, strict=True)),
-                paper_convergence=dict(zip(methods, p_conv, strict=True)),
-                paper_mean_min_cfd=dict(zip(methods, p_cfd, strict=True)),
+                row=row, convergence=conv, mean_min_cfd=means,
+                paper_convergence={m: paper_conv[i][PAPER_COLUMN[m]] for m in methods},
+                paper_mean_min_cfd={m: paper_cfd[i][PAPER_COLUMN[m]] for m in methods},
             )
+        )  # fmt: skip
+    return records
+
+
+TABLE_TITLES = {"grid": ("Table 1", "Table 3"), "question_mark": ("Table 2", "Table 4")}
+PAPER = {"grid": (PAPER_TABLE1, PAPER_TABLE3), "question_mark": (PAPER_TABLE2, PAPER_TABLE4)}
+
+
+def markdown_from_record(record: dict) -> str:
+    """The tables (ours beside the paper's) and the R^50 summary, from the JSON record."""
+    lines = [f"# SD flow tables ({'quick' if record['quick'] else 'full'} run)", ""]
+    lines += [f"- {m}: {text}" for m, text in record["method_statements"].items()]
+    lines += [f"- {record['batch_semantics']}", ""]
+    for table in ("grid", "question_mark"):
+        rec = record.get(table)
+        if not rec:
+            continue
+        flags = ["adagrad", "batch", "const", "anneal"] + (["offset"] if table != "grid" else [])
+        methods = list(rec["rows"][0]["convergence"])
+        head = (
+            "| " + " | ".join(f.upper() for f in flags) + " | "
+            + " | ".join(m.upper() for m in methods) + " | paper SD | paper MMD | paper SVGD |"
+        )  # fmt: skip
+        sep = "|" + "---|" * (len(flags) + len(methods) + 3)
+        conv, cfd = [head, sep], [head, sep]
+        paper_conv, paper_cfd = PAPER[table]
+        for i, r in enumerate(rec["rows"]):
+            yn = " | ".join("Y" if r["row"][f] else "N" for f in flags)
+            conv.append(
+                f"| {yn} | " + " | ".join(f"{r['convergence'][m]:.1f}" for m in methods)
+                + " | " + " | ".join(str(v) for v in paper_conv[i]) + " |"
+            )  # fmt: skip
+            cfd.append(
+                f"| {yn} | " + " | ".join(f"{r['mean_min_cfd'][m]:.4f}" for m in methods)
+                + " | " + " | ".join(f"{v:.4f}" for v in paper_cfd[i]) + " |"
+            )  # fmt: skip
+        counts = ", ".join(
+            f"{m.upper()} {c['all_trials_converged']}/{c['of']} (paper {c['paper']})"
+            for m, c in rec["counts"].items()
         )
-    return "\n".join(conv_lines), "\n".join(cfd_lines), records
+        t_conv, t_cfd = TABLE_TITLES[table]
+        lines += [
+            f"## {t_conv}: convergence probability ({table}, threshold {rec['threshold']:.4f}, "
+            f"paper {PAPER_THRESHOLDS[table]}, {rec['trials']} trials)", "",
+            f"Conditions where every trial converged: {counts}. Cost: "
+            f"{rec['cost']['wall_s']:.0f} s wall, {rec['cost']['cpu_s']:.0f} s CPU, load "
+            f"{rec['cost']['load_avg_1min_start']:.1f}-{rec['cost']['load_avg_1min_end']:.1f} "
+            "(2 shared cores).", "", *conv, "",
+            f"## {t_cfd}: mean minimum CFD ({table})", "", *cfd, "",
+        ]  # fmt: skip
+    if record.get("findings"):
+        lines += ["## What does not match the paper, and the measurements behind it", ""]
+        lines += [f"- {f}" for f in record["findings"]] + [""]
+    r50 = record.get("r50")
+    if r50:
+        lines += [
+            "## R^50 generator (App. C.4, Fig. 5)", "",
+            f"- mean: mean |mu_hat - mu| = {r50['mean_abs_error']:.4f}, "
+            f"relative L2 error {r50['mean_rel_error']:.4f}",
+            f"- covariance: relative Frobenius error {r50['cov_rel_frobenius_error']:.4f}",
+            f"- nearest neighbours: synthetic -> target {r50['nn_synthetic_mean']:.3f}, "
+            f"target -> target (excl. self) {r50['nn_target_self_mean']:.3f}, "
+            f"held-out target -> target {r50['nn_heldout_target_mean']:.3f}", "",
+        ]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def _merge_table(a: dict, b: dict) -> dict:
+    """Two runs of the same table with different methods: one record (same geometry)."""
+    if a["threshold"] != b["threshold"] or a["geometry_search"]["chosen"] != b[
+        "geometry_search"]["chosen"]:  # fmt: skip
+        raise ValueError("runs to merge must share the table's geometry and threshold")
+    out = dict(a)
+    for k in ("counts", "timings", "min_cfd_per_trial"):
+        out[k] = {**a[k], **b[k]}
+    rows = []
+    for ra, rb in zip(a["rows"], b["rows"], strict=True):
+        row = dict(ra)
+        for k in ("convergence", "mean_min_cfd", "paper_convergence", "paper_mean_min_cfd"):
+            row[k] = {**ra[k], **rb[k]}
+        rows.append(row)
+    out["rows"] = rows
+    parts = a.get("cost_parts", [a["cost"]]) + b.get("cost_parts", [b["cost"]])
+    out["cost_parts"] = parts
+    out["cost"] = dict(
+        wall_s=sum(p["wall_s"] for p in parts), cpu_s=sum(p["cpu_s"] for p in parts),
+        load_avg_1min_start=min(p["load_avg_1min_start"] for p in parts),
+        load_avg_1min_end=max(p["load_avg_1min_end"] for p in parts),
+        note="sum over the runs merged (separate processes, partly concurrent); load: "
+        "lowest start and highest end",
+    )  # fmt: skip
+    out["wall_s"], out["cpu_s"] = out["cost"]["wall_s"], out["cost"]["cpu_s"]
+    out["sd_converged_every_condition"] = all(
+        r["convergence"].get("sd", 1.0) == 1.0 for r in rows
+    ) and any("sd" in r["convergence"] for r in rows)
+    return out
+
+
+def merge_records(paths: list[Path]) -> dict:
+    """One record from runs that did different tables, methods or extras."""
+    merged: dict = {}
+    for path in paths:
+        rec = json.loads(Path(path).read_text())
+        for k, v in rec.items():
+            if k in ("grid", "question_mark"):
+                merged[k] = _merge_table(merged[k], v) if k in merged else v
+            elif k == "methods" and k in merged:
+                merged[k] = {t: list(dict.fromkeys(merged[k].get(t, []) + m)) for t, m in
+                             {**merged[k], **v}.items()}  # fmt: skip
+            elif k == "method_statements" and k in merged:
+                merged[k] = {**merged[k], **v}
+            elif k == "log" and k in merged:
+                merged[k] = merged[k] + v
+            elif k in ("nearest_neighbour", "interpolation", "r50"):
+                merged[k] = v
+            else:
+                merged.setdefault(k, v)
+    merged["merged_from"] = [str(p) for p in paths]
+    used = {m for t in ("grid", "question_mark") if t in merged
+            for m in merged[t]["rows"][0]["convergence"]}  # fmt: skip
+    merged["method_statements"] = {
+        m: t for m, t in merged.get("method_statements", {}).items() if m in used
+    }
+    merged["methods"] = {
+        t: list(merged[t]["rows"][0]["convergence"])
+        for t in ("grid", "question_mark")
+        if t in merged
+    }
+    return merged
 
 
 def plot_strip(path, table_out, row_index, title):
@@ -453,6 +593,24 @@ def plot_strip(path, table_out, row_index, title):
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def fig4_run(key, cfg, scale):
+    """One SD run of Table 2 row 4 (SGD, full data, cosine schedule, ANNEAL, OFFSET)."""
+    k_target, k_base, k_flow = jax.random.split(jax.random.fold_in(key, 4), 3)
+    gm = scaled_mixture(toy.question_mark_mixture(), scale)
+    target = gm.sample(k_target, cfg["n_points"])
+    base = QM_BASE_STD * scale * jax.random.normal(k_base, (cfg["n_points"], 3))
+    base = base + target.mean(0) + jnp.asarray(QM_OFFSET) * scale
+    sigma2_max, sigma2_min = COSINE["question_mark"]
+    cond = sdflow.FlowConditions.create(
+        anneal=True, constant_noise=False, sigma2_max=sigma2_max, sigma2_min=sigma2_min,
+        step_size=ETA,
+    )  # fmt: skip
+    flow = sdflow.particle_flow("sd", cfg["steps"])
+    state = flow.init(k_flow, base, cond)
+    state, _ = jax.jit(lambda s, t: sdflow.run_flow(flow, s, t, cfg["steps"]))(state, target)
+    return np.asarray(state.particles), np.asarray(target)
 
 
 def run_interpolation(key, cfg, log, scale):
@@ -655,12 +813,28 @@ def main(argv=None) -> dict:
         help=f"subset of {tuple(METHOD_SPECS)}, comma-separated (default: METHODS per table)",
     )  # fmt: skip
     parser.add_argument("--name", default=NAME, help="prefix of the output files")
+    parser.add_argument(
+        "--qm-scale", type=float, default=None,
+        help="use this question-mark scale instead of searching (same seed's search result)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--merge", nargs="+", type=Path, default=None,
+        help="merge the JSON records of runs that did different tables/extras into --out/--name",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.merge:
+        merged = merge_records(args.merge)
+        out = Path(args.out)
+        (out / f"{args.name}.json").write_text(json.dumps(merged, indent=2))
+        (out / f"{args.name}_tables.md").write_text(markdown_from_record(merged))
+        return merged
     cfg = dict(QUICK if args.quick else FULL)
     if args.trials is not None:
         cfg["trials"] = args.trials
     if args.steps is not None:
         cfg["steps"] = args.steps
+    if args.qm_scale is not None:
+        cfg["qm_scale"] = args.qm_scale
     if args.methods is None:
         methods_of = dict(METHODS)
     else:
@@ -684,7 +858,9 @@ def main(argv=None) -> dict:
         paper="Weber, The Score-Difference Flow for Implicit Generative Modeling (TMLR)",
         quick=args.quick, methods={t: list(m) for t, m in methods_of.items()}, config=cfg,
         paper_thresholds=PAPER_THRESHOLDS,
-        scaled_down=[f"{k}: {cfg[k]} (full {FULL[k]})" for k in cfg if cfg[k] != FULL[k]],
+        scaled_down=[
+            f"{k}: {cfg[k]} (full {FULL[k]})" for k in cfg if k in FULL and cfg[k] != FULL[k]
+        ],
         method_statements=method_statements(methods),
         batch_semantics=(
             f"BATCH: each update draws {cfg['batch_size']} target points and "
@@ -702,24 +878,18 @@ def main(argv=None) -> dict:
         ],
     )  # fmt: skip
     clock0 = cpu_clock()
-    markdown = [f"# SD flow tables ({'quick' if args.quick else 'full'} run)\n"]
     tables = [t for t in args.tables.split(",") if t]
     specs = {
-        "grid": (k_grid, PAPER_TABLE1, PAPER_TABLE3, "Table 1", "Table 3", False),
-        "question_mark": (k_qm, PAPER_TABLE2, PAPER_TABLE4, "Table 2", "Table 4", True),
+        "grid": (k_grid, PAPER_TABLE1, PAPER_TABLE3),
+        "question_mark": (k_qm, PAPER_TABLE2, PAPER_TABLE4),
     }
     outs = {}
     for table in tables:
-        k, p_conv, p_cfd, name_conv, name_cfd, with_offset = specs[table]
+        k, p_conv, p_cfd = specs[table]
         clock = cpu_clock()
         res = run_table(k, table, cfg, log, methods_of[table])
         outs[table] = res
-        conv_md, cfd_md, rows = table_markdown(res, p_conv, p_cfd, with_offset)
-        markdown += [
-            f"## {name_conv}: convergence probability ({table}, threshold {res['threshold']:.4f}, "
-            f"paper {PAPER_THRESHOLDS[table]}, {cfg['trials']} trials)\n", conv_md, "",
-            f"## {name_cfd}: mean minimum CFD ({table})\n", cfd_md, "",
-        ]  # fmt: skip
+        rows = table_rows(res, p_conv, p_cfd)
         sd_conv = [r["convergence"]["sd"] for r in rows if "sd" in r["convergence"]]
         counts = {
             m: dict(
@@ -733,6 +903,8 @@ def main(argv=None) -> dict:
         record[table] = dict(
             trials=cfg["trials"], threshold=res["threshold"], threshold_cost=res["threshold_cost"],
             geometry=res["geometry"], geometry_search=res["search"], counts=counts,
+            cfd_monitor="target CF cached (cfd_monitor), max |monitor - metrics.cfd| on the "
+            f"base draws {res['monitor_check']:.2e}",
             rows=rows, timings=res["timings"], cost=elapsed(clock),
             sd_converged_every_condition=bool(sd_conv) and min(sd_conv) == 1.0,
             sigma2_const=res["sigma2_const"], initial_cfd=res["initial_cfd"],
@@ -747,17 +919,24 @@ def main(argv=None) -> dict:
             f"{k.upper()}={'Y' if v else 'N'}" for k, v in res["rows"][strip_row].items()
         )
         plot_strip(out / f"{name}_{fig_name}", res, strip_row, f"{table}: {flags}, trial 0")
-        _dump(out, record, markdown, log_lines, clock0, name)
+        _dump(out, record, log_lines, clock0, name)
 
     if not args.skip_extras:
         if "question_mark" in outs and "sd" in methods_of["question_mark"]:
             res = outs["question_mark"]
-            final = res["snapshots"]["sd"][3][-1]
-            record["nearest_neighbour"] = nn_histogram(
-                out / f"{name}_fig4_nn_histogram.png", final, res["target"],
-                "Fig. 4: SD flow on the question mark (Table 2 row 4, trial 0)",
-            )  # fmt: skip
-        qm_scale = outs["question_mark"]["search"]["chosen"] if "question_mark" in outs else 1.0
+            final, fig4_target = res["snapshots"]["sd"][3][-1], res["target"]
+            fig4_source = "Table 2 row 4, trial 0"
+            qm_scale = res["search"]["chosen"]
+        else:  # an extras-only run: the search again (Table 2's key) and one SD run of row 4
+            k_search = jax.random.split(k_qm, 6)[5]
+            qm_scale = search_question_mark_scale(k_search, cfg, log)["chosen"]
+            final, fig4_target = fig4_run(k_qm, cfg, qm_scale)
+            fig4_source = "a separate SD run of Table 2 row 4's condition"
+        record["nearest_neighbour"] = nn_histogram(
+            out / f"{name}_fig4_nn_histogram.png", final, fig4_target,
+            f"Fig. 4: SD flow on the question mark ({fig4_source})",
+        )  # fmt: skip
+        record["nearest_neighbour"]["source"] = fig4_source
         interp = run_interpolation(k_interp, cfg, log, qm_scale)
         plot_interpolation(out / f"{name}_fig3_interpolation.png", interp)
         record["interpolation"] = dict(
@@ -766,25 +945,15 @@ def main(argv=None) -> dict:
         r50 = run_r50(k_r50, cfg, log)
         plot_r50(out / f"{name}_fig5_r50.png", r50)
         record["r50"] = {k: v for k, v in r50.items() if not k.startswith("_")}
-        markdown += [
-            "## R^50 generator (App. C.4, Fig. 5)\n",
-            f"- mean: mean |mu_hat - mu| = {r50['mean_abs_error']:.4f}, "
-            f"relative L2 error {r50['mean_rel_error']:.4f}",
-            f"- covariance: relative Frobenius error {r50['cov_rel_frobenius_error']:.4f}",
-            f"- nearest neighbours: synthetic -> target {r50['nn_synthetic_mean']:.3f}, "
-            f"target -> target (excl. self) {r50['nn_target_self_mean']:.3f}, "
-            f"held-out target -> target {r50['nn_heldout_target_mean']:.3f}",
-            "",
-        ]  # fmt: skip
-    _dump(out, record, markdown, log_lines, clock0, name)
+    _dump(out, record, log_lines, clock0, name)
     return record
 
 
-def _dump(out, record, markdown, log_lines, clock0, name=NAME):
+def _dump(out, record, log_lines, clock0, name=NAME):
     """Write the JSON and markdown so far (after each stage, so a long run keeps its tables)."""
     record["cost"] = elapsed(clock0)
     record["log"] = log_lines
-    (out / f"{name}_tables.md").write_text("\n".join(markdown) + "\n")
+    (out / f"{name}_tables.md").write_text(markdown_from_record(record))
     (out / f"{name}.json").write_text(json.dumps(record, indent=2))
 
 
