@@ -299,9 +299,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_sample(args: argparse.Namespace) -> int:
+def _sample_run(args: argparse.Namespace, n: int | None) -> tuple:
+    """Load ``--run-dir`` and draw ``n`` samples (default: as many as held-out points).
+
+    Returns ``(run_dir, sde, score_fn, heldout, x, info)``.
+    """
     import jax
-    import numpy as np
 
     run_dir = Path(args.run_dir)
     config, apply, params, heldout = load_run(run_dir)
@@ -311,13 +314,20 @@ def cmd_sample(args: argparse.Namespace) -> int:
         jax.random.key(args.seed),
         sde,
         score_fn,
-        args.n,
+        heldout.shape[0] if n is None else n,
         heldout.shape[1],
         args.sampler,
         args.steps,
         grid=args.grid,
         nfe=args.nfe,
     )
+    return run_dir, sde, score_fn, heldout, x, info
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    run_dir, _, _, heldout, x, info = _sample_run(args, args.n)
     out = Path(args.out) if args.out else run_dir / f"samples_{args.sampler}_{args.steps}.npy"
     np.save(out, np.asarray(x))
     if heldout.shape[1] == 2:
@@ -335,21 +345,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from wgdiff import metrics
 
-    run_dir = Path(args.run_dir)
-    config, apply, params, heldout = load_run(run_dir)
-    sde = build_sde(config)
-    score_fn = functools.partial(apply, params)
-    x, info = draw_samples(
-        jax.random.key(args.seed),
-        sde,
-        score_fn,
-        heldout.shape[0],
-        heldout.shape[1],
-        args.sampler,
-        args.steps,
-        grid=args.grid,
-        nfe=args.nfe,
-    )
+    run_dir, sde, score_fn, heldout, x, info = _sample_run(args, None)
     w2 = metrics.w2_with_info(x, heldout)
     # The certificates sample with the same solver and grid (diffrax: Euler-Maruyama).
     sampler = args.sampler if args.sampler in SOLVERS else "em"
