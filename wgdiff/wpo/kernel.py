@@ -19,19 +19,19 @@ so the implicit score-matching integrand ``|s|^2 + 2 div s`` equals
 ``2 pi^-1 Laplacian pi - |s|^2`` (eq. 30) without any automatic differentiation.
 
 All sums over centres stream over chunks of ``chunk_size`` centres with an
-online log-sum-exp (running maximum, rescaled running sums), so memory is
-O(n * chunk_size * d) whatever the number of centres.
+online log-sum-exp (running maximum, rescaled running sums; the shared primitive
+:func:`wgdiff.geometry.stream_softmax`), so memory is O(n * chunk_size * d) whatever
+the number of centres.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
-import jax
 import jax.numpy as jnp
 
-from wgdiff._checks import check_finite, check_ndim, check_positive, check_positive_int
+from wgdiff._checks import check_finite, check_ndim, check_positive
+from wgdiff.geometry import stream_softmax
 
 DEFAULT_CHUNK_SIZE = 256
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -53,79 +53,6 @@ def check_mixture(x, centers, precisions) -> None:
     check_finite(x, "x")
     check_finite(centers, "centers")
     check_finite(precisions, "precisions")
-
-
-def stream_softmax(
-    chunk_fn: Callable,
-    operands,
-    n_rows: int,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-):
-    """Log-sum-exp and softmax-weighted means over N items, streamed over chunks.
-
-    ``chunk_fn(chunk) -> (logits, payload)`` receives the operands restricted to
-    a chunk of ``c`` items (a pytree of arrays with leading axis ``c``) and
-    returns ``logits: (n, c)`` and ``payload``: a pytree of arrays ``(n, c, ...)``.
-    The running maximum is held out of the gradient: the log-sum-exp shift
-    cancels exactly, so gradients are those of the plain formula.
-
-    Args:
-        chunk_fn: per-chunk logits and payloads.
-        operands: pytree of arrays with leading axis N (the items summed over).
-        n_rows: n, the number of query rows.
-        chunk_size: items per chunk; the last chunk is padded and masked.
-
-    Returns:
-        ``(lse, means)``: ``lse: (n,)`` the log-sum-exp of the logits over all N
-        items and ``means`` the softmax-weighted sums of the payloads, ``(n, ...)``.
-    """
-    chunk_size = check_positive_int(chunk_size, "chunk_size")
-    leaves = jax.tree_util.tree_leaves(operands)
-    n_items = leaves[0].shape[0]
-    chunk_size = min(chunk_size, n_items)
-    n_chunks = -(-n_items // chunk_size)
-    pad = n_chunks * chunk_size - n_items
-
-    def pad_and_split(a):
-        # Padding repeats the first item so padded rows stay finite (then masked).
-        if pad:
-            a = jnp.concatenate([a, jnp.broadcast_to(a[:1], (pad,) + a.shape[1:])], axis=0)
-        return a.reshape((n_chunks, chunk_size) + a.shape[1:])
-
-    chunked = jax.tree_util.tree_map(pad_and_split, operands)
-    valid = (jnp.arange(n_chunks * chunk_size) < n_items).reshape(n_chunks, chunk_size)
-
-    def body(carry, inputs):
-        running_max, running_sum, acc = carry
-        chunk, mask = inputs
-        logits, payload = chunk_fn(chunk)
-        logits = jnp.where(mask[None, :], logits, -jnp.inf)
-        new_max = jax.lax.stop_gradient(jnp.maximum(running_max, jnp.max(logits, axis=1)))
-        rescale = jnp.exp(running_max - new_max)
-        weights = jnp.exp(logits - new_max[:, None])
-        running_sum = running_sum * rescale + jnp.sum(weights, axis=1)
-
-        def accumulate(a, p):
-            w = weights.reshape(weights.shape + (1,) * (p.ndim - 2))
-            r = rescale.reshape(rescale.shape + (1,) * (a.ndim - 1))
-            return a * r + jnp.sum(w * p, axis=1)
-
-        acc = jax.tree_util.tree_map(accumulate, acc, payload)
-        return (new_max, running_sum, acc), None
-
-    first = jax.tree_util.tree_map(lambda a: a[0], chunked)
-    logits_shape, payload_shape = jax.eval_shape(chunk_fn, first)
-    dtype = logits_shape.dtype
-    acc0 = jax.tree_util.tree_map(
-        lambda s: jnp.zeros((n_rows,) + s.shape[2:], s.dtype), payload_shape
-    )
-    init = (jnp.full((n_rows,), -jnp.inf, dtype), jnp.zeros((n_rows,), dtype), acc0)
-    (run_max, run_sum, acc), _ = jax.lax.scan(body, init, (chunked, valid))
-    lse = run_max + jnp.log(run_sum)
-    means = jax.tree_util.tree_map(
-        lambda a: a / run_sum.reshape(run_sum.shape + (1,) * (a.ndim - 1)), acc
-    )
-    return lse, means
 
 
 def _component_terms(centers, precisions):
