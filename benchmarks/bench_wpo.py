@@ -148,6 +148,20 @@ def run(quick: bool = False) -> dict:
     return record
 
 
+def headline(r: dict) -> dict:
+    """Closed-form ISM speed-up and agreement with autodiff; kernel_score throughput."""
+    out = {}
+    for row in r["ism"]:
+        key = f"d={row['d']}, {row['n_centers']} centres"
+        out[f"closed-form ISM speedup vs autodiff ({key})"] = row["speedup"]
+        out[f"closed-form vs autodiff ISM rel. difference ({key})"] = row["relative_difference"]
+    for row in r["score_throughput"]:
+        out[f"kernel_score points/s ({row['n_centers']} centres, d={row['d']})"] = row[
+            "points_per_s"
+        ]
+    return out
+
+
 if __name__ == "__main__":
     import json
 

@@ -23,7 +23,6 @@ Headline numbers of a record, first found wins:
 
 - ``record["headline"]``: a ``{label: value}`` dict the benchmark chose;
 - ``headline(record) -> dict``, a function in the benchmark module;
-- an extractor below in ``HEADLINES`` for benchmarks not yet carrying their own;
 - otherwise the record's top-level numbers (then one level down), flattened.
 
 Run: ``python -m benchmarks [--quick] [--only NAME ...] [--timeout S]``.
@@ -120,7 +119,7 @@ def _run_module(path: Path, quick: bool, results_dir: Path) -> dict:
     record = module.run(quick=quick)
     if not isinstance(record, dict):
         raise TypeError(f"{path.name}: run() returned {type(record).__name__}, expected dict")
-    entries = headline(record, getattr(module, "headline", None), path.stem)
+    entries = headline(record, getattr(module, "headline", None))
     return {"record": record, "headline": entries, "targets": record.get("targets", [])}
 
 
@@ -310,7 +309,7 @@ def outcomes_from_results(
                 **base,
                 "status": "ok",
                 "finished": record.get("machine", {}).get("date", "unknown"),
-                "headline": headline(record, module_headline, path.stem),
+                "headline": headline(record, module_headline),
                 "targets": record.get("targets", []),
                 "source": record_path.name,
             }
@@ -336,21 +335,18 @@ def generic_headline(record: dict) -> dict:
     return dict(list(entries.items())[:_MAX_GENERIC_ENTRIES])
 
 
-def headline(record: dict, module_headline: Callable | None = None, module: str = "") -> dict:
+def headline(record: dict, module_headline: Callable | None = None) -> dict:
     """The ``{label: value}`` headline of one record (see the module docstring for the order).
 
-    A module extractor that fails on a changed record falls through to the next source.
+    A module extractor that fails on a changed record falls through to the generic one.
     """
     if isinstance(record.get("headline"), dict) and record["headline"]:
         return dict(record["headline"])
-    short = module.removeprefix("bench_")
-    for extractor in (module_headline, HEADLINES.get(short)):
-        if extractor is None:
-            continue
+    if module_headline is not None:
         try:
-            entries = extractor(record)
+            entries = module_headline(record)
         except (KeyError, IndexError, TypeError, ValueError, ZeroDivisionError):
-            continue
+            entries = None
         if entries:
             return dict(entries)
     return generic_headline(record)
@@ -361,81 +357,7 @@ def record_headline(record: dict, bench_dir: Path | None = None) -> dict:
     short = str(record.get("name", "")).removesuffix("_quick").removeprefix("bench_")
     path = (Path(bench_dir) if bench_dir is not None else BENCH_DIR) / f"bench_{short}.py"
     module_headline = getattr(_load_module(path), "headline", None) if path.is_file() else None
-    return headline(record, module_headline, path.stem)
-
-
-def _pair(*values, digits: int = 3) -> str:
-    return " / ".join(_format(v, digits) for v in values)
-
-
-def _w2(r: dict) -> dict:
-    out = {}
-    for row in r["rows"]:
-        n, exact, sink, pot = row["n"], row["exact"], row["sinkhorn"], row["pot_emd2"]
-        exact_err = "skipped" if exact.get("skipped") else exact["relative_error"]
-        exact_s = "skipped" if exact.get("skipped") else exact["wall_s"]
-        sink_s = sink.get("warm_wall_s", sink["first_call_wall_s"])
-        out[f"n={n}: rel. error vs POT, exact / Sinkhorn"] = _pair(
-            exact_err, sink["relative_error"]
-        )
-        out[f"n={n}: wall s, POT / exact / Sinkhorn"] = _pair(pot["wall_s"], exact_s, sink_s)
-    return out
-
-
-def _sdflow(r: dict) -> dict:
-    out = {}
-    for row in r["sd_step"]:
-        out[f"SD step chunked / dense time (n={row['n']}, d={row['d']})"] = row["ratio_default"]
-    mem = r["memory_1e5"]
-    out[f"SD step at n={mem['n']}: peak RSS GiB"] = mem["peak_rss_gib"]
-    svgd = r["svgd_vs_numpy"]
-    out[f"SVGD s/step, ours / NumPy (n={svgd['n']})"] = _pair(
-        svgd["ours_s_per_step"], svgd["numpy_s_per_step"]
-    )
-    out[f"SVGD max abs diff to NumPy after {svgd['steps']} steps (f64)"] = svgd[
-        "max_abs_diff_float64"
-    ]
-    flow = r["sd_flow_vs_dense"]
-    out[f"SD flow s/step, ours / dense (n={flow['n']})"] = _pair(
-        flow["ours_s_per_step"], flow["dense_jnp_s_per_step"]
-    )
-    out[f"SD flow max abs diff to NumPy f64 after {flow['steps']} steps"] = flow[
-        "max_abs_diff_vs_numpy_float64"
-    ]
-    return out
-
-
-def _wpo(r: dict) -> dict:
-    out = {}
-    for row in r["ism"]:
-        key = f"d={row['d']}, {row['n_centers']} centres"
-        out[f"closed-form ISM speedup vs autodiff ({key})"] = row["speedup"]
-        out[f"closed-form vs autodiff ISM rel. difference ({key})"] = row["relative_difference"]
-    for row in r["score_throughput"]:
-        out[f"kernel_score points/s ({row['n_centers']} centres, d={row['d']})"] = row[
-            "points_per_s"
-        ]
-    return out
-
-
-def _bounds(r: dict) -> dict:
-    out = {}
-    for row in r["jacobian_asymmetry"]:
-        out[f"Jacobian asymmetry s, exact / projection (d={row['d']})"] = _pair(
-            row["exact_seconds"], row["projection_seconds"]
-        )
-    for name, row in r["one_sided_lipschitz_grid100"].items():
-        out[f"one-sided Lipschitz on 10x10 grid, s ({name})"] = row["seconds"]
-    return out
-
-
-# Extractors for the benchmarks that predate the ``headline`` convention.
-HEADLINES: dict[str, Callable[[dict], dict]] = {
-    "w2": _w2,
-    "sdflow": _sdflow,
-    "wpo": _wpo,
-    "bounds": _bounds,
-}
+    return headline(record, module_headline)
 
 
 # -- summary -----------------------------------------------------------------------------
