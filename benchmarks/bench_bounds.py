@@ -76,5 +76,17 @@ def run(quick: bool = False) -> dict:
     return record
 
 
+def headline(record: dict) -> dict:
+    """The summary line items: seconds per estimate (exact / projection asymmetry, L_s)."""
+    out = {}
+    for row in record["jacobian_asymmetry"]:
+        out[f"Jacobian asymmetry s, exact / projection (d={row['d']})"] = (
+            f"{row['exact_seconds']:.3g} / {row['projection_seconds']:.3g}"
+        )
+    for name, row in record["one_sided_lipschitz_grid100"].items():
+        out[f"one-sided Lipschitz on 10x10 grid, s ({name})"] = row["seconds"]
+    return out
+
+
 if __name__ == "__main__":
     run()

@@ -1,5 +1,7 @@
 """Tests of wgdiff.bounds (Kwon et al.) against closed forms and brute-force NumPy."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,7 +9,7 @@ import pytest
 from scipy.integrate import solve_ivp
 
 from wgdiff import bounds
-from wgdiff.sde import VPSDE
+from wgdiff.sde import VPSDE, BrownianSDE
 
 A = jnp.array([[0.5, 2.0], [-0.4, -1.5]])
 TOP_EIG = float(np.linalg.eigvalsh(0.5 * (np.asarray(A) + np.asarray(A).T))[-1])
@@ -246,3 +248,170 @@ def test_bad_inputs():
         )
     with pytest.raises(ValueError, match="per_time|shape"):
         bounds.lipschitz_profile(linear_field, jnp.ones((4, 2)), jnp.ones(3), per_time=True)
+
+
+# ------------------------------------------------- trajectory and sampled-region L_s
+def test_reverse_sde_path_levels_share_one_brownian_path():
+    # With f = 0 and s = 0 the path is x_T - beta (W(T) - W(t)): every level must
+    # give the same states (the increments of a level are sums of the finer ones),
+    # and the increments over an interval have variance beta^2 dt.
+    sde = BrownianSDE(beta=0.7)
+    times = jnp.array([0.05, 0.2, 0.45, 1.0])
+    x_T = jnp.zeros((4000, 2))
+    zero = lambda x, t: jnp.zeros_like(x)
+    coarse = bounds.reverse_sde_path(jax.random.key(0), sde, zero, x_T, times, substeps=1)
+    fine = bounds.reverse_sde_path(jax.random.key(0), sde, zero, x_T, times, substeps=1, level=3)
+    assert coarse.shape == fine.shape == (4, 4000, 2)
+    np.testing.assert_allclose(coarse, fine, atol=1e-5)  # float32 sums of 8 terms
+    var = np.var(np.asarray(fine[:-1] - fine[1:]), axis=(1, 2))
+    # 8000 draws per interval: relative sd of a variance estimate sqrt(2/8000) = 1.6%
+    np.testing.assert_allclose(var, 0.49 * np.diff(np.asarray(times)), rtol=0.07)
+
+
+def true_score_per_example(x, t):
+    """``true_score`` for a time per example, ``t (n,)``."""
+    m, _ = SDE.marginal_coeffs(t)
+    return -(x - m[:, None] * jnp.asarray(MU0, x.dtype)) / true_var(t)[:, None]
+
+
+def test_reverse_sde_path_with_exact_score_follows_the_marginals():
+    # Started from p_T with the exact score, q_t = p_t at every recorded time.
+    x0 = jnp.asarray(MU0) + SIGMA0 * jax.random.normal(jax.random.key(1), (4096, 2))
+    times = bounds.time_grid(SDE, 8, eps=T0)
+    x_T = bounds.forward_noised(jax.random.key(2), SDE, x0, times[-1:])[0]
+    path = bounds.reverse_sde_path(
+        jax.random.key(3), SDE, true_score_per_example, x_T, times, substeps=32
+    )
+    m, _ = SDE.marginal_coeffs(times)
+    mean = np.asarray(path.mean(axis=1))
+    np.testing.assert_allclose(mean, np.outer(np.asarray(m), MU0), atol=0.04)
+    # MC error ~2% (8192 draws) plus the O(h) Euler bias (8% at 8 steps per interval, ~2% at 32)
+    var = np.asarray(path.var(axis=1)).mean(axis=-1)  # per coordinate (their means differ)
+    np.testing.assert_allclose(var, true_var(times), rtol=0.06)
+
+
+def test_converged_reverse_path_halves_until_stable():
+    # s = -20 x is stiff: x <- x (1 + h beta / 2 - 20 h beta) blows up until h beta < ~0.1.
+    stiff = lambda x, t: -20.0 * x
+    times = jnp.linspace(0.1, 1.0, 6)
+    x_T = jax.random.normal(jax.random.key(4), (256, 2))
+    res = bounds.converged_reverse_path(
+        jax.random.key(5), SDE, stiff, x_T, times, substeps=2, max_level=7, rtol=0.02
+    )
+    assert res.converged
+    assert list(res.levels) == [10 * 2**lev for lev in range(len(res.levels))]
+    assert len(res.levels) >= 4  # the coarse levels are unstable
+    assert res.rms_changes[0] > 1e3 * res.rms_changes[-1]
+    # strong order 1 for additive noise once stable: the change halves per level
+    assert 0.3 < res.rms_changes[-1] / res.rms_changes[-2] < 0.7
+    short = bounds.converged_reverse_path(
+        jax.random.key(5), SDE, stiff, x_T, times, substeps=2, max_level=1, rtol=0.02
+    )
+    assert not short.converged and short.n_steps == 20
+
+
+def test_region_lipschitz_exact_for_linear_field():
+    # For s = A x every pair quotient is a Rayleigh quotient of sym(A) and the local
+    # estimate is its top eigenvalue at every point: exact.
+    times = jnp.array([0.1, 0.5, 1.0])
+    x0 = jax.random.normal(jax.random.key(6), (40, 2))
+    traj = 3.0 * jax.random.normal(jax.random.key(7), (3, 40, 2))
+    reg = bounds.region_lipschitz(
+        jax.random.key(8), SDE, linear_field, x0, traj, times, n_pair_points=32, refine_steps=20
+    )
+    np.testing.assert_allclose(reg.local, TOP_EIG, rtol=1e-5)
+    np.testing.assert_allclose(reg.value, TOP_EIG, rtol=1e-5)
+    assert float(jnp.max(reg.pairwise)) <= TOP_EIG + 1e-5
+    # the box is that of the union of both point sets
+    np.testing.assert_allclose(reg.upper, jnp.maximum(jnp.max(traj, 1), reg.upper), rtol=1e-6)
+    assert float(jnp.max(bounds.outside_share(traj, reg.lower, reg.upper))) == 0.0
+
+
+def bump_field(x, t):
+    # expands strongly only far from the authors' grid: sym-Jacobian ~ 4 exp(-|x - c|^2)
+    c = jnp.array([-2.0, -2.0])
+    r2 = jnp.sum((x - c) ** 2, axis=-1, keepdims=True)
+    return -0.5 * x + 4.0 * (x - c) * jnp.exp(-r2)
+
+
+def test_region_lipschitz_covers_the_trajectory_where_the_grid_does_not():
+    times = jnp.array([0.1, 0.5, 1.0])
+    ticks = jnp.linspace(0.0, 0.9, 10)
+    grid = jnp.stack(jnp.meshgrid(ticks, ticks), -1).reshape(-1, 2)
+    x0 = jax.random.uniform(jax.random.key(9), (64, 2), minval=-0.5, maxval=1.0)
+    traj = jax.random.uniform(jax.random.key(10), (3, 64, 2), minval=-3.0, maxval=1.0)
+    grid_est = bounds.lipschitz_profile(bump_field, grid, times)
+    reg = bounds.region_lipschitz(jax.random.key(11), SDE, bump_field, x0, traj, times)
+    assert np.all(np.asarray(reg.value) >= np.asarray(grid_est) - 1e-6)
+    assert float(jnp.min(reg.value - grid_est)) > 1.0  # the bump is found, the grid misses it
+    # and never above the true constant on the box, the sup of lambda_max(sym J)
+    dense = jnp.stack(jnp.meshgrid(jnp.linspace(-3.2, 1.2, 90), jnp.linspace(-3.2, 1.2, 90)), -1)
+    sup = float(jnp.max(bounds.local_one_sided_lipschitz(bump_field, dense.reshape(-1, 2), 0.0)))
+    assert float(jnp.max(reg.value)) <= sup + 1e-2
+    res = bounds.wasserstein_bound(
+        jax.random.key(12),
+        SDE,
+        bump_field,
+        x0,
+        times=times,
+        trajectory=traj,
+        lipschitz_points=grid,
+    )
+    assert float(jnp.min(res.sampled_outside)) > 0.5  # most of the trajectory leaves the grid
+    res = bounds.wasserstein_bound(
+        jax.random.key(12), SDE, bump_field, x0, times=times, trajectory=traj
+    )
+    np.testing.assert_array_equal(res.sampled_outside, 0.0)
+
+
+def test_intercept_finite_where_integrating_factor_overflows():
+    # constant L: log I = c (B(t) - B(t0)), c = 1/2 + L; int beta I^2 = (e^{2 c dB} - 1) / (2 c)
+    times = jnp.linspace(0.01, 1.0, 10001)
+    L = 40.0
+    res = bounds.wasserstein_bound(
+        jax.random.key(13),
+        SDE,
+        true_score,
+        jnp.ones((8, 2)),
+        times=times,
+        lipschitz=jnp.full_like(times, L),
+        n_noise=1,
+    )
+    assert not np.isfinite(float(res.integrating_factor[-1]))  # e^{324} overflows float32
+    c = 0.5 + L
+    dB = float(SDE.integrated_beta(1.0) - SDE.integrated_beta(0.01))
+    exact = 0.5 * (
+        math.log(2.0) + 2 * c * dB + math.log(-math.expm1(-2 * c * dB)) - math.log(2 * c)
+    )
+    # trapezoid error (lambda h)^2 / 12 with lambda = 2 c beta <= 650, h = 1e-4: 4e-4
+    assert float(res.intercept) == pytest.approx(exact, abs=1e-2)
+
+
+def test_region_bad_inputs():
+    with pytest.raises(ValueError, match="trajectory"):
+        bounds.region_lipschitz(
+            jax.random.key(0),
+            SDE,
+            linear_field,
+            jnp.ones((4, 2)),
+            jnp.ones((2, 4, 2)),
+            jnp.array([0.1, 0.5, 1.0]),
+        )
+    with pytest.raises(ValueError, match="level"):
+        bounds.reverse_sde_path(
+            jax.random.key(0),
+            SDE,
+            linear_field,
+            jnp.ones((4, 2)),
+            jnp.array([0.1, 1.0]),
+            level=-1,
+        )
+    with pytest.raises(ValueError, match="max_level"):
+        bounds.converged_reverse_path(
+            jax.random.key(0),
+            SDE,
+            linear_field,
+            jnp.ones((4, 2)),
+            jnp.array([0.1, 1.0]),
+            max_level=0,
+        )

@@ -114,19 +114,56 @@ def test_loop_builders_geometry():
     assert inter.shape == proj.shape == (5, 32, 3)
     anchors = inter[:, ::8]
     np.testing.assert_allclose(proj[:, ::8], anchors, rtol=1e-5, atol=1e-6)
-    # midpoints of interpolated edges lie on the chord; projected ones at the mean radius
+    # midpoints of interpolated edges lie on the chord
     mid = inter[:, 4]
     np.testing.assert_allclose(mid, 0.5 * (anchors[:, 0] + anchors[:, 1]), atol=1e-6)
-    radii = jnp.linalg.norm(anchors - centre, axis=-1)
-    np.testing.assert_allclose(
-        jnp.linalg.norm(proj[:, 4] - centre[:, 0], axis=-1),
-        0.5 * (radii[:, 0] + radii[:, 1]),
-        rtol=1e-5,
-    )
     # every loop of a gradient field closes (here the exact score of N(0, I))
     score = lambda x, t: -x
     for loops in (circ, inter, proj):
         assert float(jnp.max(cons.loop_violation(score, loops, t))) < 1e-5
+
+
+def test_projected_loops_are_radial_projections_of_the_chords_equally_spaced():
+    # An independent float64 transcription: each vertex must be the radial projection
+    # c + (r_a + f (r_b - r_a)) p / |p| of a chord point p = a + f (b - a), and the
+    # vertices of an edge must be equally spaced in arc length.
+    x0 = jax.random.normal(jax.random.key(20), (3, 3))
+    t, k, ppe = 0.3, 4, 32
+    proj = np.asarray(cons.projected_interpolated_loops(jax.random.key(21), SDE, x0, t, k, ppe))
+    inter = np.asarray(cons.interpolated_loops(jax.random.key(21), SDE, x0, t, k, ppe), np.float64)
+    m_t = float(SDE.marginal_coeffs(jnp.asarray(t))[0])
+    for i in range(3):
+        c = m_t * np.asarray(x0[i], np.float64)
+        corners = inter[i, ::ppe] - c
+        for e in range(k):
+            a, b = corners[e], corners[(e + 1) % k]
+            verts = proj[i, e * ppe : (e + 1) * ppe] - c
+            # the chord parameter of each vertex's ray: least squares on p(f) parallel to v
+            for v in verts:
+                u = v / np.linalg.norm(v)
+                # p(f) - (p(f).u) u = 0 is linear in f
+                r0 = a - (a @ u) * u
+                r1 = (b - a) - ((b - a) @ u) * u
+                f = -(r0 @ r1) / (r1 @ r1)
+                p = a + f * (b - a)
+                radius = np.linalg.norm(a) + f * (np.linalg.norm(b) - np.linalg.norm(a))
+                np.testing.assert_allclose(v, radius * p / np.linalg.norm(p), atol=2e-5)
+            nxt = np.concatenate([verts[1:], (corners[(e + 1) % k])[None]])
+            steps = np.linalg.norm(nxt - verts, axis=-1)
+            # equal arc length up to the chord-vs-arc difference of each small step
+            np.testing.assert_allclose(steps, steps.mean(), rtol=2e-2)
+
+
+@pytest.mark.parametrize("t", [0.01, 0.1, 0.3])
+def test_projected_loops_of_an_exact_score_integrate_to_zero(t):
+    # The exact score of a Gaussian mixture is a gradient field: on loops with enough
+    # vertices per edge the trapezoid rule's circulation is at float precision.
+    from wgdiff.data import toy
+
+    exact = toy.mixture("eight_gaussians").score_fn(SDE)
+    x0 = toy.get("eight_gaussians")(jax.random.key(22), 16)
+    loops = cons.projected_interpolated_loops(jax.random.key(23), SDE, x0, t, points_per_edge=512)
+    assert float(jnp.max(cons.loop_violation(exact, loops, t))) < 1e-5
 
 
 def test_bad_inputs():
@@ -151,8 +188,7 @@ def test_velocity_score_round_trip():
     np.testing.assert_allclose(back(x, 0.4), score(x, 0.4), rtol=1e-5, atol=1e-5)
 
 
-def test_flow_matching_minimized_by_wgf_velocity():
-    # Gaussian data: the WGF velocity f - g^2/2 grad log p_t is known in closed form.
+def _gaussian_flow_matching_case():
     mu, sigma0 = jnp.array([0.5, -1.0]), 0.5
 
     def true_score(x, t):
@@ -161,15 +197,51 @@ def test_flow_matching_minimized_by_wgf_velocity():
         return -(x - m[..., None] * mu) / var[..., None]
 
     x0 = mu + sigma0 * jax.random.normal(jax.random.key(14), (20000, 2))
-    v_star = fm.score_to_velocity(SDE, true_score)
+    return x0, fm.score_to_velocity(SDE, true_score)
+
+
+def test_flow_matching_minimized_by_wgf_velocity():
+    # Gaussian data: the WGF velocity f - g^2/2 grad log p_t is known in closed form.
+    x0, v_star = _gaussian_flow_matching_case()
     delta = jnp.array([0.3, -0.2])
     v_off = lambda x, t: v_star(x, t) + delta
     key = jax.random.key(15)
-    loss_star = fm.wgf_flow_matching_loss(key, SDE, v_star, x0, eps=1e-2)
-    loss_off = fm.wgf_flow_matching_loss(key, SDE, v_off, x0, eps=1e-2)
+    loss_star = fm.wgf_flow_matching_loss(key, SDE, v_star, x0, eps=1e-2, weighting="g4_over_4")
+    loss_off = fm.wgf_flow_matching_loss(key, SDE, v_off, x0, eps=1e-2, weighting="g4_over_4")
     # Pythagoras for the conditional mean: the excess is |delta|^2 = 0.13 up to the
     # cross term 2 delta.E[v* - u], whose Monte Carlo std is ~0.01 here.
     assert float(loss_off - loss_star) == pytest.approx(float(jnp.sum(delta**2)), abs=0.04)
+
+
+def test_flow_matching_uniform_score_weight_is_dsm_in_score_units():
+    # weighting="uniform_score" is E |s_v - grad log p_0t|^2, uniform in t: a velocity
+    # whose implied score is off by delta costs exactly |delta|^2 more (plus MC noise),
+    # and the loss equals unweighted DSM of the implied score on the same draws.
+    x0, v_star = _gaussian_flow_matching_case()
+    delta = jnp.array([0.3, -0.2])
+
+    def v_off(x, t):
+        g2 = SDE.diffusion(jnp.asarray(t)) ** 2
+        return v_star(x, t) - 0.5 * g2[:, None] * delta
+
+    key = jax.random.key(16)
+    loss_star = fm.wgf_flow_matching_loss(key, SDE, v_star, x0, eps=1e-2)
+    loss_off = fm.wgf_flow_matching_loss(key, SDE, v_off, x0, eps=1e-2)
+    assert float(loss_off - loss_star) == pytest.approx(float(jnp.sum(delta**2)), abs=0.04)
+    t_key, z_key = jax.random.split(key)
+    t = jax.random.uniform(t_key, (x0.shape[0],), x0.dtype, 1e-2, SDE.T)
+    xt, z = SDE.marginal_sample(z_key, x0, t)
+    s_v = fm.velocity_to_score(SDE, v_off)(xt, t)
+    _, s_t = SDE.marginal_coeffs(t)
+    dsm = jnp.mean(jnp.sum((s_v + z / s_t[:, None]) ** 2, axis=-1))
+    np.testing.assert_allclose(loss_off, dsm, rtol=2e-3)  # float32 round trip through g^2
+
+
+def test_flow_matching_bad_weighting():
+    with pytest.raises(ValueError, match="weighting"):
+        fm.wgf_flow_matching_loss(
+            jax.random.key(0), SDE, lambda x, t: x, jnp.ones((4, 2)), weighting="velocity"
+        )
 
 
 def test_conditional_velocity_generates_conditional_path():

@@ -244,29 +244,74 @@ def interpolated_loops(key, sde: SDE, x0, t, n_anchors: int = 4, points_per_edge
     return path.reshape(path.shape[:2] + event)
 
 
+def _projected_point(centre, a, b, r_a, r_b, f):
+    """Chord point ``a + f (b - a)`` moved radially about ``centre`` to ``r_a + f (r_b - r_a)``.
+
+    ``a``, ``b`` are relative to the centre; ``f (..., P)`` -> ``(..., P, d)``.
+    """
+    chord = a[..., None, :] + f[..., None] * (b - a)[..., None, :]
+    norm = jnp.linalg.norm(chord, axis=-1, keepdims=True)
+    radius = r_a[..., None, :] + f[..., None] * (r_b - r_a)[..., None, :]
+    return centre[..., None, :] + chord * radius / jnp.maximum(norm, 1e-30)
+
+
 def projected_interpolated_loops(
-    key, sde: SDE, x0, t, n_anchors: int = 4, points_per_edge: int = 16
+    key, sde: SDE, x0, t, n_anchors: int = 4, points_per_edge: int = 64, oversample: int = 16
 ):
     """Interpolated loops projected back onto the shell of ``p(x_t | x0)``.
 
-    Vuong's third mechanism: the linearly interpolated points of
+    Vuong's third mechanism: the points of each straight edge of
     :func:`interpolated_loops` (same ``key``, same anchors) are moved radially about
-    the mean ``m(t) x0`` to the distance interpolated between their two anchors'
+    the mean ``c = m(t) x0`` to the distance interpolated between their two anchors'
     distances, so the path stays where corrupted samples live instead of cutting
     through the low-probability interior in high dimension.
-    Returns ``(m, n_anchors * points_per_edge, *event)``.
+
+    The ``points_per_edge`` vertices of each projected edge are equally spaced in arc
+    length (found on ``oversample`` times as many points, spaced both along the chord
+    and in angle about ``c``, then placed exactly on the curve). Spaced along the
+    chord, the vertices bunch where the chord passes near ``c`` and single segments
+    cut across a large part of the loop, so the trapezoid rule no longer resolves
+    the path (the exact score's circulation was 0.39 of ``oint |s||dx|`` that way).
+
+    Args:
+        key: PRNG key (the anchors, as in :func:`interpolated_loops`).
+        sde: forward SDE.
+        x0: ``(m, *event)`` data points.
+        t: scalar time.
+        n_anchors: corrupted samples per loop (corners).
+        points_per_edge: vertices per edge.
+        oversample: density of the auxiliary points used to measure arc length.
+
+    Returns:
+        ``(m, n_anchors * points_per_edge, *event)``.
     """
-    path, centre, frac, anchors, event = _anchor_loops(key, sde, x0, t, n_anchors, points_per_edge)
-    m, n_anchors, d = anchors.shape
-    radii = jnp.linalg.norm(anchors - centre, axis=-1)
-    target = (
-        radii[:, :, None] + frac[None, None, :] * (jnp.roll(radii, -1, axis=1) - radii)[:, :, None]
-    )
-    target = target.reshape(m, -1, 1)
-    offset = path - centre
-    norm = jnp.linalg.norm(offset, axis=-1, keepdims=True)
-    projected = centre + offset * target / jnp.maximum(norm, 1e-30)
-    return projected.reshape(path.shape[:2] + event)
+    _, centre, _, anchors, event = _anchor_loops(key, sde, x0, t, n_anchors, points_per_edge)
+    oversample = check_positive_int(oversample, "oversample")
+    a = anchors - centre  # (m, K, d), about the centre
+    b = jnp.roll(a, -1, axis=1)
+    r_a = jnp.linalg.norm(a, axis=-1, keepdims=True)
+    r_b = jnp.linalg.norm(b, axis=-1, keepdims=True)
+    zero = jnp.zeros_like(centre)
+    # chord parameters of rays equally spaced in angle th in [0, A]:
+    # f = r_a sin th / (r_b sin(A - th) + r_a sin th)
+    u = a / jnp.maximum(r_a, 1e-30)
+    b_u = jnp.sum(b * u, axis=-1, keepdims=True)
+    b_v = jnp.linalg.norm(b - b_u * u, axis=-1, keepdims=True)
+    angle = jnp.arctan2(b_v, b_u)
+    n_dense = oversample * points_per_edge
+    grid = jnp.linspace(0.0, 1.0, n_dense + 1, dtype=a.dtype)
+    theta = angle * grid
+    denom = r_b * jnp.sin(angle - theta) + r_a * jnp.sin(theta)
+    f_angle = jnp.clip(r_a * jnp.sin(theta) / jnp.maximum(denom, 1e-30), 0.0, 1.0)
+    f_dense = jnp.sort(jnp.concatenate([jnp.broadcast_to(grid, f_angle.shape), f_angle], -1), -1)
+    dense = _projected_point(zero, a, b, r_a, r_b, f_dense)
+    seg = jnp.linalg.norm(jnp.diff(dense, axis=-2), axis=-1)
+    arc = jnp.concatenate([jnp.zeros(seg.shape[:-1] + (1,), seg.dtype), jnp.cumsum(seg, -1)], -1)
+    targets = jnp.arange(points_per_edge, dtype=a.dtype) / points_per_edge
+    interp = jnp.vectorize(jnp.interp, signature="(p),(q),(q)->(p)")
+    f = interp(targets * arc[..., -1:], arc, f_dense)
+    path = _projected_point(centre, a, b, r_a, r_b, f)  # (m, K, P, d)
+    return path.reshape((a.shape[0], -1) + event)
 
 
 __all__ = [
