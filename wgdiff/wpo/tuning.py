@@ -2,9 +2,9 @@
 
 The 6-D swiss roll (Zhang Fig. 4) showed W2 seven times the data floor with the
 authors' parametrization. The diagnosis (``kernel_diagnostics``; numbers in
-``experiments/results/wpo_kernel.json``, ``fig4.diagnosis``): kernels are *not*
-starved (every kernel keeps its softmax share), but most grow one axis far
-beyond the data, up to the jitter floor ``1 / sqrt(0.01) = 10``; that axis is
+``experiments/results/wpo_kernel.json``, ``fig4_diagnosis``): kernels are *not*
+starved (0.1-0.2% of them get below 1% of a fair softmax share), but most grow
+one axis far beyond the data, up to the jitter floor ``1 / sqrt(0.01) = 10``; that axis is
 the roll's straight height coordinate, where the data are locally uniform.
 There the true score is ~0 and a wide kernel matches it better than narrow
 ones, so the ISM objective (a Fisher divergence, evaluated only where data
