@@ -46,8 +46,8 @@ class MLP(nn.Module):
         return nn.Dense(self.out_dim)(h)
 
 
-class ScoreMLP(nn.Module):
-    """Time-conditioned MLP score ``s(x, t)``: ``x (n, d)``, ``t`` scalar or ``(n,)`` -> ``(n, d)``.
+class _TimeConditioned(nn.Module):
+    """The fields the MLP nets share, and their ``[x, embed(t)]`` trunk.
 
     Attributes:
         features: hidden widths.
@@ -61,39 +61,36 @@ class ScoreMLP(nn.Module):
     embed_dim: int = 32
     time_scale: float = 1000.0
 
+    def trunk(self, out_dim: int) -> MLP:
+        return MLP(self.features, out_dim, self.activation, self.embed_dim, self.time_scale)
+
+
+class ScoreMLP(_TimeConditioned):
+    """Time-conditioned MLP score ``s(x, t)``: ``x (n, d)``, ``t`` scalar or ``(n,)`` -> ``(n, d)``.
+
+    Attributes: ``features``, ``activation``, ``embed_dim``, ``time_scale`` (see ``MLP``).
+    """
+
     @nn.compact
     def __call__(self, x: Array, t: float | Array) -> Array:
-        d = math.prod(x.shape[1:])
-        out = MLP(self.features, d, self.activation, self.embed_dim, self.time_scale)(x, t)
-        return out.reshape(x.shape)
+        return self.trunk(math.prod(x.shape[1:]))(x, t).reshape(x.shape)
 
 
-class ScalarMLP(nn.Module):
+class ScalarMLP(_TimeConditioned):
     """A scalar potential ``phi(x, t)``: ``(n, d) -> (n,)``."""
 
-    features: Sequence[int] = (64, 64, 64, 64)
-    activation: Callable = nn.softplus
-    embed_dim: int = 32
-    time_scale: float = 1000.0
-
     @nn.compact
     def __call__(self, x: Array, t: float | Array) -> Array:
-        mlp = MLP(self.features, 1, self.activation, self.embed_dim, self.time_scale)
-        return mlp(x, t)[:, 0]
+        return self.trunk(1)(x, t)[:, 0]
 
 
-class PotentialMLP(nn.Module):
+class PotentialMLP(_TimeConditioned):
     """Conservative score ``s(x, t) = grad_x phi(x, t)`` of a scalar MLP ``phi``.
 
     The Jacobian of ``s`` is the Hessian of ``phi``, symmetric to float precision, so
     every closed-loop integral of ``s`` vanishes (Vuong et al.'s constraints hold).
     ``__call__``: ``x (n, d)``, ``t`` -> ``(n, d)``; ``potential``: ``-> (n,)``.
     """
-
-    features: Sequence[int] = (64, 64, 64, 64)
-    activation: Callable = nn.softplus
-    embed_dim: int = 32
-    time_scale: float = 1000.0
 
     def setup(self) -> None:
         self.phi = ScalarMLP(self.features, self.activation, self.embed_dim, self.time_scale)
