@@ -2,10 +2,11 @@
 generators and discriminators, and output parameterizations."""
 
 from wgdiff.nets.cholesky import CholeskyMLP, fill_lower_triangular
-from wgdiff.nets.generator import DiscriminatorMLP, GeneratorMLP, LinearGenerator
+from wgdiff.nets.edm import EDMPrecond, edm_coefficients
 from wgdiff.nets.embedding import sinusoidal_embedding, time_vector
+from wgdiff.nets.generator import DiscriminatorMLP, GeneratorMLP, LinearGenerator
 from wgdiff.nets.mlp import MLP, PotentialMLP, ScalarMLP, ScoreMLP
-from wgdiff.nets.parameterization import ScoreModel, std_scaled_apply
+from wgdiff.nets.parameterization import ScoreModel, score_apply, std_scaled_apply
 from wgdiff.nets.unet import AttentionBlock, ResBlock, UNet
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "AttentionBlock",
     "CholeskyMLP",
     "DiscriminatorMLP",
+    "EDMPrecond",
     "GeneratorMLP",
     "LinearGenerator",
     "PotentialMLP",
@@ -21,7 +23,9 @@ __all__ = [
     "ScoreMLP",
     "ScoreModel",
     "UNet",
+    "edm_coefficients",
     "fill_lower_triangular",
+    "score_apply",
     "sinusoidal_embedding",
     "std_scaled_apply",
     "time_vector",
