@@ -722,7 +722,7 @@ def markdown(result) -> str:
     lines = []
     for name, parts in headline(result).items():
         nfes = list(parts)
-        samplers = list(next(iter(parts.values()))["errors"])
+        samplers = list(dict.fromkeys(s for row in parts.values() for s in row["errors"]))
         lines.append(f"\n**{name}** (mean +- SE over seeds; lower is better)\n")
         lines.append("| sampler | " + " | ".join(f"NFE {n}" for n in nfes) + " |")
         lines.append("|---|" + "---|" * len(nfes))
