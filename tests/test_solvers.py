@@ -208,7 +208,10 @@ def _every_case():
         for j, grid in enumerate(GRID_FACTORIES):
             fast = (i + j) % 7 == 0  # a spread of pairs by default, all of them when slow
             yield pytest.param(
-                solver, grid, marks=() if fast else (pytest.mark.slow,), id=f"{solver!r}-grid{j}"
+                solver,
+                grid,
+                marks=() if fast else (pytest.mark.slow,),
+                id=f"{i}-{type(solver).__name__}-grid{j}",
             )
 
 
