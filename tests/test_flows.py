@@ -263,6 +263,7 @@ def test_cfm_objective_batches_and_validation():
 
 
 # -- certificates --------------------------------------------------------------------------
+@pytest.mark.slow  # hung once in CI: idle inside the jitted sample loop at n = 40 000
 def test_kinetic_energy_of_ot_interpolation_equals_w2_squared():
     x0 = gaussian_draws(jax.random.key(7), 40_000, M0, S0)
     energy, x1 = flows.kinetic_energy(ot_interpolation_velocity, x0, n_steps=32)
@@ -274,6 +275,7 @@ def test_kinetic_energy_of_ot_interpolation_equals_w2_squared():
     np.testing.assert_allclose(np.cov(np.asarray(x1).T), S1, atol=0.05)
 
 
+@pytest.mark.slow  # hung once in CI: idle inside the jitted sample loop at n = 40 000
 def test_kinetic_energy_of_independent_coupling_flow_exceeds_w2_squared():
     x0 = gaussian_draws(jax.random.key(8), 40_000, M0, S0)
     energy, x1 = flows.kinetic_energy(independent_marginal_velocity, x0, n_steps=64)
