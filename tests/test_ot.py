@@ -1,6 +1,9 @@
 """Exact OT (certified) and debiased Sinkhorn against POT and float64 NumPy references."""
 
+import itertools
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 import ot
 import pytest
@@ -152,6 +155,43 @@ def test_sample_sinkhorn_plan_small_eps_is_the_exact_assignment():
     exact = metrics.exact_ot(x, y).assignment
     sampled = metrics.sample_sinkhorn_plan(jax.random.key(1), x, y, epsilon=1e-4)
     assert np.array_equal(np.asarray(sampled), exact)
+
+
+def test_exact_assignment_inside_jit_is_optimal():
+    rng = np.random.default_rng(7)
+    # brute force over all 7! permutations, float64 costs of the float32 points
+    x7 = rng.normal(size=(7, 2)).astype(np.float32)
+    y7 = (rng.normal(size=(7, 2)) * [2.0, 0.5]).astype(np.float32)
+    c7 = cdist(x7.astype(np.float64), y7.astype(np.float64), "sqeuclidean")
+    best = min(itertools.permutations(range(7)), key=lambda p: c7[range(7), p].sum())
+    assign = jax.jit(metrics.exact_assignment)
+    assert np.asarray(assign(x7, y7)).tolist() == list(best)
+    # POT's network simplex on a batch with duplicated points (ties), vmapped
+    base = rng.normal(size=(40, 2))
+    xs = np.stack([base[rng.integers(0, 40, 150)] for _ in range(2)]).astype(np.float32)
+    ys = np.stack([rng.normal(size=(150, 2)) + 0.3 for _ in range(2)]).astype(np.float32)
+    perms = np.asarray(jax.jit(jax.vmap(metrics.exact_assignment))(xs, ys))
+    for x, y, perm in zip(xs, ys, perms, strict=True):
+        x, y = x.astype(np.float64), y.astype(np.float64)
+        assert sorted(perm.tolist()) == list(range(150))
+        cost = np.mean(np.sum((x - y[perm]) ** 2, axis=1))
+        assert cost == pytest.approx(pot_cost(x, y), rel=1e-9)
+
+
+def test_sinkhorn_log_plan_inside_jit_matches_numpy():
+    rng = np.random.default_rng(8)
+    x, y = rng.normal(size=(30, 2)), rng.normal(size=(20, 2)) + 0.5
+    eps = 0.1
+    with jax.enable_x64(True):
+        # epsilon traced: one compilation serves every epsilon
+        plan = jax.jit(lambda a, b, e: metrics.sinkhorn_log_plan(a, b, epsilon=e, threshold=1e-9))
+        log_plan = np.asarray(plan(x, y, eps))
+        grad = jax.grad(lambda a: jnp.sum(plan(a, y, eps) * rng.normal(size=(30, 20))))(x)
+    f, g, c = numpy_sinkhorn(x, y, eps)
+    reference = (f[:, None] + g[None, :] - c) / eps - np.log(30 * 20)
+    assert np.allclose(log_plan, reference, atol=1e-6)
+    # a coupling is data: no gradient flows through it
+    assert np.all(np.asarray(grad) == 0.0)
 
 
 def test_bures_and_sliced_references():

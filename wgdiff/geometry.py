@@ -29,6 +29,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from wgdiff._checks import check_positive_int
@@ -42,17 +43,20 @@ DEFAULT_ROW_CHUNK = 512
 DEFAULT_COL_CHUNK = 2048
 
 
-def squared_distances(x: jax.Array, y: jax.Array) -> jax.Array:
+def squared_distances(x: jax.Array | np.ndarray, y: jax.Array | np.ndarray) -> jax.Array:
     """Pairwise squared Euclidean distances ``(n, d), (m, d) -> (n, m)``.
 
     Explicit differences for ``d <= DIRECT_DISTANCE_MAX_DIM`` (one fused 2-D
-    broadcast per coordinate), the Gram form clipped at 0 above.
+    broadcast per coordinate), the Gram form clipped at 0 above. Two NumPy arrays
+    give a NumPy result computed on the host (the exact solver's float64 passes,
+    which may run inside ``jax.pure_callback`` where JAX must not be called).
     """
+    xp = np if isinstance(x, np.ndarray) and isinstance(y, np.ndarray) else jnp
     if x.shape[-1] <= DIRECT_DISTANCE_MAX_DIM:
         return sum((x[:, k, None] - y[None, :, k]) ** 2 for k in range(x.shape[-1]))
     cross = x @ y.T
-    sq = jnp.sum(x * x, axis=-1)[:, None] + jnp.sum(y * y, axis=-1)[None, :] - 2.0 * cross
-    return jnp.maximum(sq, 0.0)
+    sq = xp.sum(x * x, axis=-1)[:, None] + xp.sum(y * y, axis=-1)[None, :] - 2.0 * cross
+    return xp.maximum(sq, 0.0)
 
 
 def map_row_chunks(fn: Callable, x, chunk_size: int):

@@ -28,7 +28,6 @@ checked by the same all-pairs certificate.
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 
@@ -38,12 +37,23 @@ import numpy as np
 import ot
 import scipy.sparse
 from flax import struct
+from scipy.optimize import linear_sum_assignment
 from scipy.sparse.csgraph import min_weight_full_bipartite_matching
 from scipy.spatial import cKDTree
 
 from wgdiff._checks import check_positive, check_positive_int
-from wgdiff.geometry import map_row_chunks, squared_distances
+from wgdiff.geometry import DEFAULT_COL_CHUNK, DEFAULT_ROW_CHUNK, squared_distances
 from wgdiff.metrics._common import check_pair
+from wgdiff.metrics.sinkhorn import (
+    DEFAULT_OVERRELAXATION,
+    DEFAULT_SCALING,
+    DENSE_MAX_PAIRS,
+    _centred,
+    _jnp_squared_diameter,
+    _mean_squared_distance,
+    _sinkhorn_loop,
+    sinkhorn,
+)
 
 # Dense limit of the n != m path: POT's network simplex on an n x m float64 matrix.
 LP_MAX_PAIRS = 6000 * 6000
@@ -54,7 +64,8 @@ CANDIDATE_ITERATIONS = 100
 # then Sinkhorn on the candidate edges only, halving epsilon down to this fraction
 SPARSE_RELATIVE_EPSILON = 1e-5
 SPARSE_ITERATIONS_PER_EPS = 5
-CERTIFICATE_CHUNK = 256
+# pairs per row block of the host passes (certificate, high-dimensional candidates)
+CERTIFICATE_BLOCK = 1 << 21
 KD_TREE_MAX_DIM = 8
 MAX_ROUNDS = 50
 
@@ -85,42 +96,26 @@ class ExactOT:
     certificate: dict = struct.field(pytree_node=False)
 
 
-@functools.partial(jax.jit, static_argnames=("k", "chunk"))
-def _k_best(x, y, u, v, k, chunk):
-    """Per row ``i`` the ``k`` smallest reduced costs ``C_ij - u_i - v_j`` and their j."""
-
-    def rows(xc, idx):
-        uc = u[jnp.minimum(idx, u.shape[0] - 1)]
-        reduced = squared_distances(xc, y) - uc[:, None] - v[None, :]
-        neg, j = jax.lax.top_k(-reduced, k)
-        return -neg, j
-
-    values, index = map_row_chunks(rows, x, chunk)
-    n = x.shape[0]
-    return values.reshape(-1, k)[:n], index.reshape(-1, k)[:n]
-
-
-@functools.partial(jax.jit, static_argnames="chunk")
-def _row_min(x, y, u, v, chunk):
-    """Per row ``i`` the least reduced cost ``min_j C_ij - u_i - v_j`` and its j."""
-
-    def rows(xc, idx):
-        uc = u[jnp.minimum(idx, u.shape[0] - 1)]
-        reduced = squared_distances(xc, y) - v[None, :]
-        return jnp.min(reduced, axis=1) - uc, jnp.argmin(reduced, axis=1)
-
-    values, index = map_row_chunks(rows, x, chunk)
-    n = x.shape[0]
-    return values.reshape(-1)[:n], index.reshape(-1)[:n]
+def _row_blocks(n_rows: int, n_cols: int):
+    """Row slices of about ``CERTIFICATE_BLOCK`` pairs each (host passes)."""
+    step = max(1, CERTIFICATE_BLOCK // max(n_cols, 1))
+    return (slice(i, min(i + step, n_rows)) for i in range(0, n_rows, step))
 
 
 def _reduced_row_min(x, y, u, v):
-    """float64 :func:`_row_min` on NumPy arrays (runs under x64): all n x m pairs."""
-    with jax.enable_x64(True):
-        values, index = _row_min(
-            jnp.asarray(x), jnp.asarray(y), jnp.asarray(u), jnp.asarray(v), CERTIFICATE_CHUNK
-        )
-        return np.asarray(values), np.asarray(index)
+    """float64 ``min_j C_ij - u_i - v_j`` and its ``j`` for every row: all n x m pairs.
+
+    NumPy on the host in row blocks (memory O(block)); no JAX, so it may run inside
+    ``jax.pure_callback``.
+    """
+    values = np.empty(len(x))
+    index = np.empty(len(x), np.int64)
+    for rows in _row_blocks(len(x), len(y)):
+        reduced = squared_distances(x[rows], y) - v[None, :]
+        j = np.argmin(reduced, axis=1)
+        index[rows] = j
+        values[rows] = reduced[np.arange(len(j)), j] - u[rows]
+    return values, index
 
 
 def _candidates(x, y, v, k):
@@ -128,7 +123,7 @@ def _candidates(x, y, v, k):
 
     In low dimension a k-d tree on the lifted points ``(y_j, sqrt(max v - v_j))``:
     ``|(x_i, 0) - (y_j, h_j)|^2 = C_ij - v_j + max v``, so these are the k nearest
-    neighbours of ``(x_i, 0)``. In high dimension a chunked float64 top-k.
+    neighbours of ``(x_i, 0)``. In high dimension a blocked float64 partial sort.
     """
     k = min(k, len(y))
     if x.shape[1] <= KD_TREE_MAX_DIM:
@@ -136,12 +131,11 @@ def _candidates(x, y, v, k):
         tree = cKDTree(np.concatenate([y, lift[:, None]], axis=1))
         _, index = tree.query(np.concatenate([x, np.zeros((len(x), 1))], axis=1), k=k)
         return index.reshape(len(x), k)
-    with jax.enable_x64(True):
-        zeros = jnp.zeros(len(x))
-        _, index = _k_best(
-            jnp.asarray(x), jnp.asarray(y), zeros, jnp.asarray(v), k, CERTIFICATE_CHUNK
-        )
-        return np.asarray(index)
+    index = np.empty((len(x), k), np.int64)
+    for rows in _row_blocks(len(x), len(y)):
+        reduced = squared_distances(x[rows], y) - v[None, :]
+        index[rows] = np.argpartition(reduced, k - 1, axis=1)[:, :k]
+    return index
 
 
 def _rank_matching(x, y):
@@ -311,8 +305,6 @@ def exact_ot(x, y, *, neighbors: int = DEFAULT_NEIGHBORS, tol: float | None = No
         >>> out.cost, out.assignment.tolist(), out.certificate["certified"]
         (4.0, [1, 0], True)
     """
-    from wgdiff.metrics.sinkhorn import _mean_squared_distance, sinkhorn
-
     check_pair(x, y)
     neighbors = check_positive_int(neighbors, "neighbors")
     if tol is not None:
@@ -403,6 +395,104 @@ def exact_ot(x, y, *, neighbors: int = DEFAULT_NEIGHBORS, tol: float | None = No
     cost = float(np.sum(plan[rows, cols] * cost_matrix[rows, cols]))
     out = _result(cost, None, n, m, u, v, xc, yc, center, cert, tol, solver="pot-network-simplex")
     return out.replace(rows=rows, cols=cols, mass=plan[rows, cols])
+
+
+def _assignment_host(x, y, f, g) -> np.ndarray:
+    """Host side of :func:`exact_assignment`: NumPy/SciPy only (no JAX in a callback)."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    center = np.concatenate([x, y]).mean(axis=0)
+    x, y = x - center, y - center
+    n = len(x)
+    mean_cost = _mean_squared_distance(x, y)
+    if n == 1 or mean_cost == 0.0:
+        return np.arange(n, dtype=np.int32)
+    tol = 1e-10 * mean_cost
+    potentials = (np.asarray(f, np.float64), np.asarray(g, np.float64))
+    _, match, _, _, cert = _assignment(
+        x,
+        y,
+        DEFAULT_NEIGHBORS,
+        tol,
+        MAX_ROUNDS,
+        potentials,
+        CANDIDATE_RELATIVE_EPSILON * mean_cost,
+        mean_cost,
+    )
+    if cert["violating_rows"]:  # not certified in MAX_ROUNDS: the dense exact solve
+        _, match = linear_sum_assignment(squared_distances(x, y))
+    return np.asarray(match, np.int32)
+
+
+def exact_assignment(x: jax.Array, y: jax.Array) -> jax.Array:
+    """Optimal assignment of two equal-size point sets; callable inside ``jax.jit``.
+
+    The permutation ``s`` minimizing ``sum_i |x_i - y_s(i)|^2`` (the exact W2 plan of
+    two uniform n-point measures is a permutation, Birkhoff). The candidate
+    potentials come from the dense (or, above ``DENSE_MAX_PAIRS``, streamed)
+    Sinkhorn core inside the trace; the rest of :func:`exact_ot`'s pipeline
+    (candidate graph, LAPJVsp, exact duals, all-pairs float64 certificate) runs on
+    the host through ``jax.pure_callback`` on the original points. A graph not
+    certified in ``MAX_ROUNDS`` rounds falls back to SciPy's dense
+    ``linear_sum_assignment``, so the result is always exact. Inputs are held out of
+    the gradient; under ``vmap`` the callback runs once per batch element.
+
+    Args:
+        x: (n, d) points.
+        y: (n, d) points.
+
+    Returns:
+        (n,) int32: ``y[s]`` is paired with ``x``.
+
+    Raises:
+        ValueError: shapes that are not (n, d) and (n, d), concrete NaN/Inf data.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> x = jnp.array([[0.0], [10.0], [5.0]])
+        >>> jax.jit(exact_assignment)(x, x[::-1] + 0.5).tolist()
+        [2, 1, 0]
+    """
+    check_pair(x, y)
+    if np.shape(x) != np.shape(y):
+        raise ValueError(
+            f"x and y must have the same shape (n, d), got {np.shape(x)} and {np.shape(y)}"
+        )
+    return _exact_assignment(x, y)
+
+
+@jax.jit
+def _exact_assignment(x, y):
+    dtype = jnp.result_type(x, y, float)
+    x, y = (jax.lax.stop_gradient(jnp.asarray(a, dtype)) for a in (x, y))
+    n = x.shape[0]
+    xc, yc = _centred(x, y)
+    eps = CANDIDATE_RELATIVE_EPSILON * jnp.mean(squared_distances(xc, yc))
+    eps = jnp.maximum(eps, jnp.finfo(dtype).tiny)
+    zeros = (jnp.zeros(n, dtype),) * 4
+    sink = _sinkhorn_loop(
+        xc,
+        yc,
+        zeros,
+        jnp.maximum(_jnp_squared_diameter(xc, yc), eps),
+        eps,
+        DEFAULT_SCALING,
+        1e-2,
+        DEFAULT_OVERRELAXATION,
+        dense=n * n <= DENSE_MAX_PAIRS,
+        max_iterations=CANDIDATE_ITERATIONS,
+        row_chunk=DEFAULT_ROW_CHUNK,
+        col_chunk=DEFAULT_COL_CHUNK,
+        debias=False,
+    )
+    return jax.pure_callback(
+        _assignment_host,
+        jax.ShapeDtypeStruct((n,), jnp.int32),
+        x,
+        y,
+        sink.f,
+        sink.g,
+        vmap_method="sequential",
+    )
 
 
 def _result(cost, assignment, n, m, u, v, xc, yc, center, cert, tol, solver="none"):

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from wgdiff._checks import check_positive, check_positive_int
+from wgdiff._checks import check_positive, check_positive_int, is_concrete
 from wgdiff.geometry import (
     DEFAULT_COL_CHUNK,
     DEFAULT_ROW_CHUNK,
@@ -387,6 +387,104 @@ def sinkhorn(
         return first
     second = solve((first.f, first.g, first.p, first.q), coarse, fine, max_iterations=left)
     return second.replace(iterations=second.iterations + first.iterations)
+
+
+def _centred(x, y):
+    """``x`` and ``y`` shifted by their pooled mean (jittable)."""
+    center = jnp.mean(jnp.concatenate([x, y]), axis=0)
+    return x - center, y - center
+
+
+def _jnp_squared_diameter(x, y):
+    """Squared bounding-box diagonal of both sets (jittable :func:`squared_diameter`)."""
+    both = jnp.concatenate([x, y])
+    return jnp.sum((jnp.max(both, axis=0) - jnp.min(both, axis=0)) ** 2)
+
+
+def sinkhorn_log_plan(
+    x: jax.Array,
+    y: jax.Array,
+    *,
+    epsilon: float | jax.Array,
+    threshold: float = DEFAULT_THRESHOLD,
+    max_iterations: int = 1000,
+    scaling: float = DEFAULT_SCALING,
+    overrelaxation: float = DEFAULT_OVERRELAXATION,
+) -> jax.Array:
+    """Log of the entropic OT plan between uniform minibatches; callable inside ``jit``.
+
+    ``P = argmin <P, C> + eps KL(P | a x b)`` over couplings of ``a = 1/n``,
+    ``b = 1/m``, ``C_ij = |x_i - y_j|^2`` (absolute units), by the log-domain core of
+    :func:`sinkhorn` (non-debiased, epsilon-scaling from the squared diameter,
+    over-relaxed updates at the target) on a dense ``(n, m)`` cost matrix, so meant
+    for minibatch sizes. ``log P_ij = (f_i + g_j - C_ij) / eps - log(n m)``. The
+    inputs are held out of the gradient (a coupling is data). When the iteration cap
+    is hit the plan of the last iterate is returned (marginal errors above
+    ``threshold``); :func:`sinkhorn` reports convergence explicitly.
+
+    Args:
+        x: (n, d) source points.
+        y: (m, d) target points.
+        epsilon: target entropic regularization (squared-distance units), a
+            positive scalar; may be traced.
+        threshold: stopping tolerance on the L1 marginal errors.
+        max_iterations: cap on the iterations (annealing included).
+        scaling: epsilon factor per annealing iteration, in (0, 1).
+        overrelaxation: factor in [1, 2) of the updates at the target epsilon.
+
+    Returns:
+        (n, m) log plan; ``exp`` of it sums to 1 up to the marginal error.
+
+    Raises:
+        ValueError: shapes that are not (n, d) and (m, d), concrete NaN/Inf data or
+            a non-positive concrete epsilon, bad options.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> x = jnp.array([[0.0], [10.0]])
+        >>> plan = jax.jit(lambda a, b: sinkhorn_log_plan(a, b, epsilon=0.1))(x, x[::-1])
+        >>> jnp.round(jnp.exp(plan), 3).tolist()
+        [[0.0, 0.5], [0.5, 0.0]]
+    """
+    check_pair(x, y)
+    if is_concrete(epsilon):
+        check_sinkhorn_options(float(np.asarray(epsilon)))
+    max_iterations = check_sinkhorn_options(
+        None,
+        scaling=scaling,
+        threshold=threshold,
+        max_iterations=max_iterations,
+        overrelaxation=overrelaxation,
+    )
+    return _log_plan(
+        x, y, epsilon, float(scaling), float(threshold), float(overrelaxation), max_iterations
+    )
+
+
+@functools.partial(jax.jit, static_argnames="max_iterations")
+def _log_plan(x, y, epsilon, scaling, threshold, omega, max_iterations):
+    dtype = jnp.result_type(x, y, float)
+    x, y = _centred(*(jax.lax.stop_gradient(jnp.asarray(a, dtype)) for a in (x, y)))
+    n, m = x.shape[0], y.shape[0]
+    eps = jnp.asarray(jax.lax.stop_gradient(epsilon), dtype)
+    zeros = (jnp.zeros(n, dtype), jnp.zeros(m, dtype), jnp.zeros(n, dtype), jnp.zeros(m, dtype))
+    out = _sinkhorn_loop(
+        x,
+        y,
+        zeros,
+        jnp.maximum(_jnp_squared_diameter(x, y), eps),
+        eps,
+        scaling,
+        threshold,
+        omega,
+        dense=True,
+        max_iterations=max_iterations,
+        row_chunk=DEFAULT_ROW_CHUNK,
+        col_chunk=DEFAULT_COL_CHUNK,
+        debias=False,
+    )
+    cost = squared_distances(x, y)
+    return (out.f[:, None] + out.g[None, :] - cost) / eps - math.log(n * m)
 
 
 @functools.partial(jax.jit, static_argnames="row_chunk")
