@@ -81,7 +81,7 @@ def test_ci_runs_lint_before_tests():
 # -- type annotations on the public API ----------------------------------------------------
 # Fully annotated modules stay so; elsewhere the number of public functions lacking
 # annotations may only go down (lower UNANNOTATED_CEILING when you annotate more).
-UNANNOTATED_CEILING = 254
+UNANNOTATED_CEILING = 126
 
 
 def public_functions() -> dict[str, object]:
@@ -125,10 +125,13 @@ FULLY_ANNOTATED = (
     "wgdiff.bench",
     "wgdiff.cli",
     "wgdiff.data",
+    "wgdiff.evaluation",
+    "wgdiff.image_features",
+    "wgdiff.losses.projection",
     "wgdiff.losses.score_matching",
-    "wgdiff.nets.embedding",
-    "wgdiff.nets.mlp",
-    "wgdiff.nets.unet",
+    "wgdiff.nets",
+    "wgdiff.samplers",
+    "wgdiff.sde",
     "wgdiff.train",
 )
 
@@ -139,7 +142,10 @@ def test_public_functions_are_annotated():
     lacking = {name: miss for name, miss in lacking.items() if miss}
     listing = "\n".join(f"  {name}: {', '.join(miss)}" for name, miss in sorted(lacking.items()))
     print(f"{len(lacking)} of {len(functions)} public functions lack annotations:\n{listing}")
-    owned = {n: m for n, m in lacking.items() if n.startswith(FULLY_ANNOTATED)}
+    # A module or package named there, and everything below it ("wgdiff.losses.projection"
+    # does not cover "wgdiff.losses.projection_oracle").
+    prefixes = tuple(f"{module}." for module in FULLY_ANNOTATED)
+    owned = {n: m for n, m in lacking.items() if n.startswith(prefixes)}
     assert not owned, owned
     assert len(lacking) <= UNANNOTATED_CEILING, listing
     # The check itself: an unannotated function is reported, an annotated one is not.

@@ -13,9 +13,13 @@ from collections.abc import Callable
 from typing import Any, TypeAlias
 
 import jax
+import jax.typing
 
 Array: TypeAlias = jax.Array
-"""A JAX array (or anything ``jnp.asarray`` accepts where a function says so)."""
+"""A JAX array (what the library's functions return)."""
+
+ArrayLike: TypeAlias = jax.typing.ArrayLike
+"""Anything ``jnp.asarray`` accepts: a JAX or NumPy array, or a Python scalar (inputs)."""
 
 PRNGKey: TypeAlias = jax.Array
 """A PRNG key from ``jax.random.key`` or ``jax.random.PRNGKey``."""
@@ -33,7 +37,10 @@ ScoreFn: TypeAlias = Callable[[jax.Array, jax.Array], jax.Array]
 approximates ``grad_x log p_t(x)`` (DESIGN.md, "Conventions").
 """
 
+ProjectFn: TypeAlias = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+"""A projection net ``project_fn(y (n, *event), t' (n,), h (n,)) -> (n, *event)`` (Ghimire's T)."""
+
 VelocityFn: TypeAlias = Callable[[jax.Array, jax.Array], jax.Array]
 """A velocity field ``velocity_fn(x, t) -> array like x`` (flow matching, probability flow)."""
 
-__all__ = ["Array", "PRNGKey", "PyTree", "ScoreFn", "Shape", "VelocityFn"]
+__all__ = ["Array", "ArrayLike", "PRNGKey", "ProjectFn", "PyTree", "ScoreFn", "Shape", "VelocityFn"]

@@ -33,7 +33,7 @@ import numpy as np
 
 from wgdiff import bounds, conservativity
 from wgdiff._checks import check_finite, check_ndim, check_positive_int
-from wgdiff._types import ScoreFn
+from wgdiff._types import ArrayLike, PRNGKey, ScoreFn
 from wgdiff.metrics import w2
 from wgdiff.samplers import EulerMaruyama, Solver, TimeGrid, UniformGrid, sample
 from wgdiff.sde import SDE
@@ -84,19 +84,19 @@ def _conservativity_report(key, sde, score_fn, heldout, time_fractions, n_points
 
 
 def evaluate_score_model(
-    key,
+    key: PRNGKey,
     sde: SDE,
     score_fn: ScoreFn,
     *,
-    heldout,
-    n_samples=None,
+    heldout: ArrayLike,
+    n_samples: int | None = None,
     n_steps: int = 200,
     eps: float = 1e-3,
     solver: Solver | None = None,
     grid: TimeGrid | None = None,
     start: str = "prior",
     n_times: int = 48,
-    lipschitz_points=None,
+    lipschitz_points: ArrayLike | None = None,
     refine_steps: int = 0,
     true_score_fn: ScoreFn | None = None,
     time_fractions: Sequence[float] = (0.01, 0.1, 0.5, 1.0),

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from wgdiff._types import Array, ArrayLike, PRNGKey, PyTree
 from wgdiff.data.images import load_digits
 from wgdiff.metrics import frechet_distance
 
@@ -53,7 +54,7 @@ class DigitsClassifier(nn.Module):
     """
 
     @nn.compact
-    def __call__(self, x, features: bool = False):
+    def __call__(self, x: Array, features: bool = False) -> Array:
         h = nn.relu(nn.Conv(32, (3, 3))(x))
         h = nn.relu(nn.Conv(64, (3, 3), strides=(2, 2))(h))
         h = nn.relu(nn.Dense(FEATURE_DIM)(h.reshape(h.shape[0], -1)))
@@ -62,7 +63,7 @@ class DigitsClassifier(nn.Module):
         return nn.Dense(10)(h)
 
 
-def _check_digit_images(images, name):
+def _check_digit_images(images: ArrayLike, name: str) -> Array:
     images = jnp.asarray(images)
     if images.ndim != 4 or images.shape[1:] != (8, 8, 1):
         raise ValueError(f"{name} must have shape (n, 8, 8, 1) in [-1, 1], got {images.shape}")
@@ -72,13 +73,13 @@ def _check_digit_images(images, name):
 
 
 def train_digits_classifier(
-    key,
+    key: PRNGKey,
     *,
     n_steps: int = 1500,
     batch_size: int = 128,
     holdout: int = 297,
     learning_rate: float = 2e-3,
-):
+) -> tuple[PyTree, dict]:
     """Train ``DigitsClassifier`` on the first ``1797 - holdout`` digits.
 
     Augmentation: random 1-pixel shifts, so features are not tied to exact
@@ -127,7 +128,9 @@ def train_digits_classifier(
     }
 
 
-def load_or_train_digits_classifier(run_dir, *, seed: int = 0, n_steps: int = 1500):
+def load_or_train_digits_classifier(
+    run_dir: str | Path, *, seed: int = 0, n_steps: int = 1500
+) -> tuple[PyTree, dict]:
     """The cached classifier in ``run_dir`` (trained and saved on first use).
 
     Returns ``(params, info)``; ``info`` holds the held-out accuracy and whether the
@@ -152,7 +155,7 @@ def _features(params, images):
     return DigitsClassifier().apply(params, images, features=True)
 
 
-def digits_features(params, images, *, batch_size: int = 1024):
+def digits_features(params: PyTree, images: ArrayLike, *, batch_size: int = 1024) -> np.ndarray:
     """Penultimate ``(n, 64)`` features of ``images (n, 8, 8, 1)`` in ``[-1, 1]``, in batches."""
     images = _check_digit_images(images, "images")
     chunks = [
@@ -161,7 +164,13 @@ def digits_features(params, images, *, batch_size: int = 1024):
     return np.asarray(jnp.concatenate(chunks, axis=0))
 
 
-def fd_digits(samples, reference, *, params=None, run_dir=None) -> float:
+def fd_digits(
+    samples: ArrayLike,
+    reference: ArrayLike,
+    *,
+    params: PyTree | None = None,
+    run_dir: str | Path | None = None,
+) -> float:
     """FD-digits: Frechet distance of ``DigitsClassifier`` features (not FID).
 
     Args:
@@ -183,7 +192,7 @@ def fd_digits(samples, reference, *, params=None, run_dir=None) -> float:
     return frechet_distance(digits_features(params, samples), digits_features(params, reference))
 
 
-def export_feature_fn(feature_fn: Callable, example_images, path) -> Path:
+def export_feature_fn(feature_fn: Callable, example_images: ArrayLike, path: str | Path) -> Path:
     """Serialize ``feature_fn(images) -> (n, k)`` with ``jax.export`` (batch dimension symbolic).
 
     ``example_images`` fixes the per-image shape and dtype.
@@ -197,7 +206,7 @@ def export_feature_fn(feature_fn: Callable, example_images, path) -> Path:
     return path
 
 
-def load_feature_fn(path) -> Callable:
+def load_feature_fn(path: str | Path) -> Callable:
     """Load a ``jax.export``-serialized feature function (e.g. a user-exported Inception pool-3).
 
     Raises:
@@ -212,7 +221,7 @@ def load_feature_fn(path) -> Callable:
     exported = jax.export.deserialize(bytearray(path.read_bytes()))
     in_shape = exported.in_avals[0].shape
 
-    def feature_fn(images):
+    def feature_fn(images: ArrayLike) -> Array:
         images = jnp.asarray(images, exported.in_avals[0].dtype)
         if images.shape[1:] != tuple(in_shape[1:]):
             raise ValueError(
@@ -225,7 +234,7 @@ def load_feature_fn(path) -> Callable:
 
 
 def frechet_distance_features(
-    samples, reference, feature_fn: Callable, *, batch_size: int = 256
+    samples: ArrayLike, reference: ArrayLike, feature_fn: Callable, *, batch_size: int = 256
 ) -> float:
     """Frechet distance of ``feature_fn`` features (FID when ``feature_fn`` is Inception pool-3)."""
 

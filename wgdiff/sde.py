@@ -30,13 +30,13 @@ import jax.numpy as jnp
 from flax import struct
 
 from wgdiff._checks import check_positive, check_shape_tuple, check_time
-from wgdiff._types import ScoreFn
+from wgdiff._types import Array, ArrayLike, PRNGKey, ScoreFn, Shape
 
 SCHEDULES = ("linear", "cosine", "sigmoid")
 _COSINE_OFFSET = 0.008
 
 
-def broadcast_time(t, x):
+def broadcast_time(t: ArrayLike, x: Array) -> Array:
     """Reshape ``t`` (scalar or ``(n,)``) to broadcast against ``x`` of shape ``(n, *event)``."""
     t = jnp.asarray(t, dtype=x.dtype)
     if t.ndim == 0:
@@ -56,28 +56,28 @@ class SDE(abc.ABC):
     allows_zero_time = False
 
     @abc.abstractmethod
-    def drift_coeff(self, t):
+    def drift_coeff(self, t: ArrayLike) -> Array:
         """``a(t)`` in ``f(x, t) = -a(t) x``, same shape as ``t``."""
 
     @abc.abstractmethod
-    def diffusion(self, t):
+    def diffusion(self, t: ArrayLike) -> Array:
         """g(t), same shape as ``t``."""
 
     @abc.abstractmethod
-    def marginal_coeffs(self, t):
+    def marginal_coeffs(self, t: ArrayLike) -> tuple[Array, Array]:
         """``(m(t), s(t))`` with ``x_t | x0 ~ N(m x0, s^2 I)``."""
 
-    def prior_std(self):
+    def prior_std(self) -> Array:
         """Standard deviation of the Gaussian prior used at ``t = T``."""
         return self.marginal_coeffs(jnp.asarray(self.T))[1]
 
     # -- shared -----------------------------------------------------------
-    def drift(self, x, t):
+    def drift(self, x: Array, t: ArrayLike) -> Array:
         """f(x, t): ``x (n, *event)``, ``t`` scalar or ``(n,)`` -> ``(n, *event)``."""
         check_time(t, self.T)
         return -broadcast_time(self.drift_coeff(jnp.asarray(t, x.dtype)), x) * x
 
-    def marginal(self, x0, t):
+    def marginal(self, x0: ArrayLike, t: ArrayLike) -> tuple[Array, Array]:
         """Closed-form marginal of ``x_t`` given ``x0``.
 
         Args:
@@ -94,18 +94,18 @@ class SDE(abc.ABC):
             x0[(...,) + (slice(0, 1),) * (x0.ndim - 1)]
         )
 
-    def marginal_sample(self, key, x0, t):
+    def marginal_sample(self, key: PRNGKey, x0: Array, t: ArrayLike) -> tuple[Array, Array]:
         """Draw ``x_t ~ p(x_t | x0)``; returns ``(x_t, noise)``."""
         mean, std = self.marginal(x0, t)
         noise = jax.random.normal(key, x0.shape, x0.dtype)
         return mean + std * noise, noise
 
-    def prior_sample(self, key, shape):
+    def prior_sample(self, key: PRNGKey, shape: Shape) -> Array:
         """``(n, *event)`` samples of the prior N(0, prior_std^2 I)."""
         shape = check_shape_tuple(shape)
         return self.prior_std() * jax.random.normal(key, shape)
 
-    def prior_logp(self, z):
+    def prior_logp(self, z: ArrayLike) -> Array:
         """Log-density of the prior at ``z (n, *event)`` -> ``(n,)``."""
         z = jnp.asarray(z)
         s = self.prior_std()
@@ -113,7 +113,7 @@ class SDE(abc.ABC):
         sq = jnp.sum(z.reshape(z.shape[0], -1) ** 2, axis=-1)
         return -0.5 * sq / s**2 - d * jnp.log(s) - 0.5 * d * math.log(2 * math.pi)
 
-    def reverse_drift(self, score_fn: ScoreFn, x, t, alpha=1.0):
+    def reverse_drift(self, score_fn: ScoreFn, x: Array, t: ArrayLike, alpha: float = 1.0) -> Array:
         """Forward-time drift of the reverse process with Ghimire's variance knob.
 
         The reverse process (run from ``T`` down to 0) is
@@ -126,11 +126,11 @@ class SDE(abc.ABC):
         g = broadcast_time(self.diffusion(jnp.asarray(t, x.dtype)), x)
         return self.drift(x, t) - 0.5 * (1.0 + alpha) * g**2 * score_fn(x, t)
 
-    def reverse_diffusion(self, t, alpha=1.0):
+    def reverse_diffusion(self, t: ArrayLike, alpha: float = 1.0) -> Array:
         """``sqrt(alpha) g(t)``, the noise scale of the reverse process."""
         return jnp.sqrt(alpha) * self.diffusion(t)
 
-    def probability_flow_drift(self, score_fn: ScoreFn, x, t):
+    def probability_flow_drift(self, score_fn: ScoreFn, x: Array, t: ArrayLike) -> Array:
         """Velocity ``f - g^2 s / 2`` of the probability-flow ODE (Ghimire eq. 24).
 
         This is the Wasserstein-gradient-flow velocity field transporting the
@@ -138,7 +138,7 @@ class SDE(abc.ABC):
         """
         return self.reverse_drift(score_fn, x, t, alpha=0.0)
 
-    def score_from_noise(self, noise_pred, t, x):
+    def score_from_noise(self, noise_pred: Array, t: ArrayLike, x: Array) -> Array:
         """Score ``-eps / s(t)`` from a noise prediction ``eps``.
 
         The same conversion as ``ScoreModel.from_noise(...).score`` (both use
@@ -149,17 +149,17 @@ class SDE(abc.ABC):
         return convert(self, "noise", "score", noise_pred, x, jnp.asarray(t, x.dtype))
 
     # -- log-SNR parameterization (solvers and time grids) -----------------------
-    def marginal_coeffs_derivative(self, t):
+    def marginal_coeffs_derivative(self, t: ArrayLike) -> tuple[Array, Array]:
         """``(m'(t), s'(t))``, by forward-mode autodiff of ``marginal_coeffs``."""
         t = jnp.asarray(t, dtype=jnp.result_type(float))
         return jax.jvp(self.marginal_coeffs, (t,), (jnp.ones_like(t),))[1]
 
-    def log_snr(self, t):
+    def log_snr(self, t: ArrayLike) -> Array:
         """``lambda(t) = log(m(t) / s(t))``, strictly decreasing in ``t`` (Lu et al. 2022 eq. 3)."""
         m, s = self.marginal_coeffs(jnp.asarray(t, dtype=jnp.result_type(float)))
         return jnp.log(m) - jnp.log(s)
 
-    def time_at_log_snr(self, lam):
+    def time_at_log_snr(self, lam: ArrayLike) -> Array:
         """Inverse of :meth:`log_snr`: the ``t`` in ``[0, T]`` with ``lambda(t) = lam``.
 
         Generic version: 64 bisection steps on ``[0, T]`` (traceable; subclasses
@@ -179,7 +179,7 @@ class SDE(abc.ABC):
         return 0.5 * (lo + hi)
 
 
-def _validate_common(T):
+def _validate_common(T: float) -> None:
     if not isinstance(T, (int, float)) or T <= 0:
         raise ValueError(f"T must be a positive float, got {T!r}")
 
@@ -207,7 +207,7 @@ class VPSDE(SDE):
     schedule: str = struct.field(pytree_node=False, default="linear")
     T: float = struct.field(pytree_node=False, default=1.0)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         _validate_common(self.T)
@@ -215,7 +215,7 @@ class VPSDE(SDE):
         if self.schedule != "cosine":
             check_positive(self.beta_min, "beta_min")
 
-    def beta(self, t):
+    def beta(self, t: ArrayLike) -> Array:
         u = t / self.T
         if self.schedule == "linear":
             return self.beta_min + (self.beta_max - self.beta_min) * u
@@ -229,10 +229,10 @@ class VPSDE(SDE):
         )
         return jnp.minimum(analytic, self.beta_max)
 
-    def _cosine_cap_angle(self):
+    def _cosine_cap_angle(self) -> Array:
         return jnp.arctan(self.beta_max * self.T * (1 + _COSINE_OFFSET) / jnp.pi)
 
-    def integrated_beta(self, t):
+    def integrated_beta(self, t: ArrayLike) -> Array:
         """``B(t) = int_0^t beta(s) ds`` in closed form."""
         u = t / self.T
         if self.schedule == "linear":
@@ -249,27 +249,27 @@ class VPSDE(SDE):
         analytic = -2.0 * (jnp.log(jnp.cos(angle)) - jnp.log(jnp.cos(start)))
         return analytic + self.beta_max * jnp.maximum(t - t_cap, 0.0)
 
-    def drift_coeff(self, t):
+    def drift_coeff(self, t: ArrayLike) -> Array:
         return 0.5 * self.beta(t)
 
-    def prior_std(self):
+    def prior_std(self) -> Array:
         """N(0, I), the stationary law of the VP SDE."""
         return jnp.asarray(1.0)
 
-    def diffusion(self, t):
+    def diffusion(self, t: ArrayLike) -> Array:
         return jnp.sqrt(self.beta(jnp.asarray(t)))
 
-    def marginal_coeffs(self, t):
+    def marginal_coeffs(self, t: ArrayLike) -> tuple[Array, Array]:
         B = self.integrated_beta(jnp.asarray(t))
         return jnp.exp(-0.5 * B), jnp.sqrt(-jnp.expm1(-B))
 
-    def _time_at_integrated_beta(self, B):
+    def _time_at_integrated_beta(self, B: Array) -> Array:
         """Closed-form inverse of ``B(t)`` for the linear schedule (root of a quadratic)."""
         b0, db = self.beta_min, self.beta_max - self.beta_min
         t = 2.0 * B / (b0 + jnp.sqrt(b0**2 + 2.0 * db * B / self.T))
         return jnp.clip(t, 0.0, self.T)
 
-    def time_at_log_snr(self, lam):
+    def time_at_log_snr(self, lam: ArrayLike) -> Array:
         """Inverse log-SNR; closed form for the linear schedule (Lu et al. 2022 app. D.4).
 
         ``lambda = -log(e^B - 1) / 2``, so ``B = softplus(-2 lambda)``.
@@ -289,15 +289,15 @@ class SubVPSDE(VPSDE):
     at every ``t``. The prior is ``N(0, I)`` as in score_sde.
     """
 
-    def diffusion(self, t):
+    def diffusion(self, t: ArrayLike) -> Array:
         t = jnp.asarray(t)
         return jnp.sqrt(self.beta(t) * -jnp.expm1(-2.0 * self.integrated_beta(t)))
 
-    def marginal_coeffs(self, t):
+    def marginal_coeffs(self, t: ArrayLike) -> tuple[Array, Array]:
         B = self.integrated_beta(jnp.asarray(t))
         return jnp.exp(-0.5 * B), -jnp.expm1(-B)
 
-    def time_at_log_snr(self, lam):
+    def time_at_log_snr(self, lam: ArrayLike) -> Array:
         """Closed form (linear schedule): ``u = e^{-B/2}`` solves ``u / (1 - u^2) = e^lam``."""
         if self.schedule != "linear":
             return SDE.time_at_log_snr(self, lam)
@@ -319,27 +319,27 @@ class VESDE(SDE):
     sigma_max: float = 50.0
     T: float = struct.field(pytree_node=False, default=1.0)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _validate_common(self.T)
         check_positive(self.sigma_min, "sigma_min")
         check_positive(self.sigma_max, "sigma_max")
 
-    def sigma(self, t):
+    def sigma(self, t: ArrayLike) -> Array:
         return self.sigma_min * (self.sigma_max / self.sigma_min) ** (t / self.T)
 
-    def drift_coeff(self, t):
+    def drift_coeff(self, t: ArrayLike) -> Array:
         return jnp.zeros_like(jnp.asarray(t, dtype=float))
 
-    def diffusion(self, t):
+    def diffusion(self, t: ArrayLike) -> Array:
         t = jnp.asarray(t)
         return self.sigma(t) * jnp.sqrt(2 * jnp.log(self.sigma_max / self.sigma_min) / self.T)
 
-    def marginal_coeffs(self, t):
+    def marginal_coeffs(self, t: ArrayLike) -> tuple[Array, Array]:
         t = jnp.asarray(t)
         # Clipped: at t = 0 rounding can make the difference slightly negative.
         return jnp.ones_like(t), jnp.sqrt(jnp.maximum(self.sigma(t) ** 2 - self.sigma_min**2, 0.0))
 
-    def time_at_log_snr(self, lam):
+    def time_at_log_snr(self, lam: ArrayLike) -> Array:
         """Closed form: ``e^{-2 lam} = s^2 = sigma_min^2 (r^{2t/T} - 1)``, ``r = max/min``.
 
         (See the class docstring for ``sigma(t)``.)
@@ -361,21 +361,21 @@ class BrownianSDE(SDE):
     beta: float = 1.0
     T: float = struct.field(pytree_node=False, default=1.0)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _validate_common(self.T)
         check_positive(self.beta, "beta")
 
-    def drift_coeff(self, t):
+    def drift_coeff(self, t: ArrayLike) -> Array:
         return jnp.zeros_like(jnp.asarray(t, dtype=float))
 
-    def diffusion(self, t):
+    def diffusion(self, t: ArrayLike) -> Array:
         return self.beta * jnp.ones_like(jnp.asarray(t, dtype=float))
 
-    def marginal_coeffs(self, t):
+    def marginal_coeffs(self, t: ArrayLike) -> tuple[Array, Array]:
         t = jnp.asarray(t, dtype=float)
         return jnp.ones_like(t), self.beta * jnp.sqrt(t)
 
-    def time_at_log_snr(self, lam):
+    def time_at_log_snr(self, lam: ArrayLike) -> Array:
         """Closed form: ``s^2 = beta^2 t = e^{-2 lam}``."""
         lam = jnp.asarray(lam, dtype=jnp.result_type(float))
         return jnp.clip(jnp.exp(-2.0 * lam) / self.beta**2, 0.0, self.T)
@@ -397,24 +397,24 @@ class RectifiedFlowSDE(SDE):
     T: float = struct.field(pytree_node=False, default=1.0)
     allows_zero_time = True
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _validate_common(self.T)
 
-    def drift_coeff(self, t):
+    def drift_coeff(self, t: ArrayLike) -> Array:
         return 1.0 / (self.T - jnp.asarray(t))
 
-    def diffusion(self, t):
+    def diffusion(self, t: ArrayLike) -> Array:
         t = jnp.asarray(t)
         return jnp.sqrt(2.0 * t / (self.T * (self.T - t)))
 
-    def marginal_coeffs(self, t):
+    def marginal_coeffs(self, t: ArrayLike) -> tuple[Array, Array]:
         u = jnp.asarray(t) / self.T
         return 1.0 - u, u
 
-    def prior_std(self):
+    def prior_std(self) -> Array:
         return jnp.asarray(1.0)
 
-    def time_at_log_snr(self, lam):
+    def time_at_log_snr(self, lam: ArrayLike) -> Array:
         """Closed form: ``(1 - u) / u = e^lam``, ``u = sigmoid(-lam)``."""
         lam = jnp.asarray(lam, dtype=jnp.result_type(float))
         return self.T * jax.nn.sigmoid(-lam)

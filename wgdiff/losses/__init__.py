@@ -3,6 +3,7 @@ by autodiff -- the WPO kernel model's closed-form ISM is ``wgdiff.wpo.ism_loss``
 projection objective, Vuong's Wasserstein-gradient-flow flow matching."""
 
 from wgdiff.losses.flow_matching import (
+    WGF_WEIGHTINGS,
     conditional_wgf_velocity,
     score_to_velocity,
     velocity_to_score,
@@ -44,6 +45,7 @@ __all__ = [
     "OracleProjection",
     "ScoreAndProjection",
     "WEIGHTINGS",
+    "WGF_WEIGHTINGS",
     "StepConditioned",
     "conditional_wgf_velocity",
     "divergence",

@@ -67,7 +67,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -75,31 +75,33 @@ import jax.numpy as jnp
 import numpy as np
 
 from wgdiff._checks import check_finite, check_positive_int
+from wgdiff._types import Array, ArrayLike, PRNGKey, ProjectFn, PyTree, ScoreFn
 from wgdiff.sde import SDE, broadcast_time
 
-ProjectFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+Steps = int | Sequence[int]
+"""A step count ``N`` or a sequence of them."""
 
 
-def _sum_event(v):
+def _sum_event(v: Array) -> Array:
     return jnp.sum(v.reshape(v.shape[0], -1), axis=-1)
 
 
-def ghimire_beta(sde: SDE, t):
+def ghimire_beta(sde: SDE, t: ArrayLike) -> Array:
     """Ghimire's ``beta`` (their Theorem 1: ``beta = g^2 / 2``); VP: half of Song's ``beta``."""
     return 0.5 * sde.diffusion(t) ** 2
 
 
-def projection_weight(sde: SDE, t):
+def projection_weight(sde: SDE, t: ArrayLike) -> Array:
     """``c(t) = sqrt(beta_G(t)) / 2``, the weight of ``||T||^2`` in the objective."""
     return 0.5 * jnp.sqrt(ghimire_beta(sde, t))
 
 
-def step_size(sde: SDE, n_steps, eps: float):
+def step_size(sde: SDE, n_steps: ArrayLike, eps: float) -> Array:
     """The sampler's uniform step ``h = (T - eps) / N``."""
     return (sde.T - eps) / jnp.asarray(n_steps, dtype=jnp.result_type(float))
 
 
-def predict_step(sde: SDE, score_fn, x, t, h):
+def predict_step(sde: SDE, score_fn: ScoreFn, x: Array, t: ArrayLike, h: ArrayLike) -> Array:
     """Noise-free reverse Euler step from ``t`` to ``t - h`` (Ghimire eq. 29 without ``z``).
 
     ``x_pred = x - h [f(x, t) - g(t)^2 s(x, t)]``; ``t``, ``h``: scalar or ``(n,)``.
@@ -107,7 +109,7 @@ def predict_step(sde: SDE, score_fn, x, t, h):
     return x - broadcast_time(h, x) * sde.reverse_drift(score_fn, x, t, alpha=1.0)
 
 
-def _check_n_steps(n_steps) -> np.ndarray:
+def _check_n_steps(n_steps: Steps) -> np.ndarray:
     values = np.atleast_1d(np.asarray(n_steps))
     if values.ndim != 1 or values.size == 0:
         raise ValueError(
@@ -119,16 +121,16 @@ def _check_n_steps(n_steps) -> np.ndarray:
 
 
 def projection_terms(
-    key,
+    key: PRNGKey,
     sde: SDE,
-    score_fn,
+    score_fn: ScoreFn,
     project_fn: ProjectFn,
-    x0,
+    x0: ArrayLike,
     *,
-    n_steps,
+    n_steps: Steps,
     eps: float = 1e-3,
     stop_score_gradient: bool = True,
-):
+) -> dict[str, Array]:
     """Per-example pieces of the projection objective.
 
     Args:
@@ -187,16 +189,16 @@ def projection_terms(
 
 
 def projection_loss(
-    key,
+    key: PRNGKey,
     sde: SDE,
-    score_fn,
+    score_fn: ScoreFn,
     project_fn: ProjectFn,
-    x0,
+    x0: ArrayLike,
     *,
-    n_steps,
+    n_steps: Steps,
     eps: float = 1e-3,
     stop_score_gradient: bool = True,
-):
+) -> Array:
     """The sec 8.2 projection objective, averaged over the batch (see the module docstring).
 
     Returns:
@@ -217,14 +219,14 @@ def projection_loss(
 
 def joint_objective(
     sde: SDE,
-    score_apply,
-    project_apply,
+    score_apply: Callable[[PyTree, Array, Array], Array],
+    project_apply: Callable[[PyTree, Array, Array, Array], Array],
     *,
-    n_steps,
+    n_steps: Steps,
     eps: float = 1e-3,
     weighting: str = "sigma2",
     projection_coeff: float = 1.0,
-):
+) -> Callable[[PyTree, PRNGKey, Array], Array]:
     """``loss_fn(params, key, batch)`` training score net and projection net in one step.
 
     Both apply functions take the whole parameter tree (e.g. a ``ScoreAndProjection``
@@ -254,7 +256,7 @@ def joint_objective(
 
     _check_n_steps(n_steps)
 
-    def loss_fn(params, key, batch):
+    def loss_fn(params: PyTree, key: PRNGKey, batch: Array) -> Array:
         score_key, proj_key = jax.random.split(key)
         score_fn = lambda x, t: score_apply(params, x, t)
         project_fn = lambda y, t, h: project_apply(params, y, t, h)
@@ -289,16 +291,16 @@ class ScoreAndProjection(nn.Module):
     score: nn.Module
     projection: nn.Module
 
-    def __call__(self, x, t):
+    def __call__(self, x: Array, t: ArrayLike) -> Array:
         return self.score(x, t)
 
-    def project(self, y, t, h):
+    def project(self, y: Array, t: ArrayLike, h: ArrayLike) -> Array:
         return self.projection(y, t, h)
 
-    def init_both(self, x, t):
+    def init_both(self, x: Array, t: ArrayLike) -> tuple[Array, Array]:
         return self.score(x, t), self.projection(x, t, jnp.full_like(jnp.asarray(t), 1e-2))
 
-    def project_apply(self, params, y, t, h):
+    def project_apply(self, params: PyTree, y: Array, t: ArrayLike, h: ArrayLike) -> Array:
         """``(params, y, t', h) -> T``, the ``project_apply`` of ``joint_objective``."""
         return self.apply(params, y, t, h, method=ScoreAndProjection.project)
 
@@ -317,7 +319,7 @@ class StepConditioned(nn.Module):
     base: nn.Module
 
     @nn.compact
-    def __call__(self, y, t, h):
+    def __call__(self, y: Array, t: ArrayLike, h: ArrayLike) -> Array:
         h = jnp.broadcast_to(jnp.asarray(h, y.dtype).reshape(-1), (y.shape[0],))
         u = -jnp.log10(h) / 3.0
         feature = jnp.broadcast_to(broadcast_time(u, y[..., :1]), y.shape[:-1] + (1,))
@@ -328,7 +330,9 @@ class StepConditioned(nn.Module):
 # --------------------------------------------------------------------------- closed forms
 
 
-def _gaussian_pieces(sde: SDE, mean0, var0, t, h):
+def _gaussian_pieces(
+    sde: SDE, mean0: np.ndarray, var0: np.ndarray, t: ArrayLike, h: ArrayLike
+) -> tuple[np.ndarray, ...]:
     t = np.asarray(t, dtype=np.float64)
     a = np.asarray(sde.drift_coeff(t), np.float64)
     g2 = np.asarray(sde.diffusion(t), np.float64) ** 2
@@ -342,7 +346,9 @@ def _gaussian_pieces(sde: SDE, mean0, var0, t, h):
     return a, g2, m, s, m_next, v_t, A, B, k, c
 
 
-def gaussian_optimal_projection(sde: SDE, mean0, var0, y, t, h):
+def gaussian_optimal_projection(
+    sde: SDE, mean0: ArrayLike, var0: ArrayLike, y: ArrayLike, t: ArrayLike, h: ArrayLike
+) -> np.ndarray:
     """Closed-form ``T*(y, t - h, h)`` for ``x0 ~ N(mean0, diag(var0))`` with the exact score.
 
     Args:
@@ -365,7 +371,15 @@ def gaussian_optimal_projection(sde: SDE, mean0, var0, y, t, h):
     return (m_next * denoised - y) / (1.0 + c)
 
 
-def _gaussian_average(sde: SDE, mean0, var0, n_steps, eps, n_quad, quantity):
+def _gaussian_average(
+    sde: SDE,
+    mean0: ArrayLike,
+    var0: ArrayLike,
+    n_steps: Steps,
+    eps: float,
+    n_quad: int,
+    quantity: str,
+) -> float:
     mean0, var0 = np.asarray(mean0, np.float64), np.asarray(var0, np.float64)
     values = []
     for n in _check_n_steps(n_steps):
@@ -384,8 +398,14 @@ def _gaussian_average(sde: SDE, mean0, var0, n_steps, eps, n_quad, quantity):
 
 
 def gaussian_projection_minimum(
-    sde: SDE, mean0, var0, *, n_steps, eps: float = 1e-3, n_quad: int = 2000
-):
+    sde: SDE,
+    mean0: ArrayLike,
+    var0: ArrayLike,
+    *,
+    n_steps: Steps,
+    eps: float = 1e-3,
+    n_quad: int = 2000,
+) -> float:
     """``min_T E L`` for ``x0 ~ N(mean0, diag(var0))`` with the exact score (float64).
 
     The expectation over ``t ~ U(eps + h, T)`` uses the midpoint rule with
@@ -396,8 +416,14 @@ def gaussian_projection_minimum(
 
 
 def gaussian_projection_norm(
-    sde: SDE, mean0, var0, *, n_steps, eps: float = 1e-3, n_quad: int = 2000
-):
+    sde: SDE,
+    mean0: ArrayLike,
+    var0: ArrayLike,
+    *,
+    n_steps: Steps,
+    eps: float = 1e-3,
+    n_quad: int = 2000,
+) -> float:
     """``E ||T*||^2 = E |m' E[x0|x_t] - x_pred|^2 / (1 + c)^2`` for the Gaussian target (float64).
 
     The squared norm of the optimal projection, the quantity ``auto_delta_mu``

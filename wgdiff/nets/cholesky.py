@@ -24,11 +24,13 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from wgdiff._checks import check_ndim
+from wgdiff._types import Array
+from wgdiff.nets.mlp import dense_stack
 
 exact_gelu = functools.partial(nn.gelu, approximate=False)
 
 
-def fill_lower_triangular(entries, dim: int):
+def fill_lower_triangular(entries: Array, dim: int) -> Array:
     """``(..., d(d+1)/2)`` entries -> ``(..., d, d)`` lower-triangular matrices (row-major)."""
     rows, cols = jnp.tril_indices(dim)
     out = jnp.zeros(entries.shape[:-1] + (dim, dim), entries.dtype)
@@ -54,16 +56,14 @@ class CholeskyMLP(nn.Module):
     diag_offset: float = 0.0
 
     @nn.compact
-    def __call__(self, z):
+    def __call__(self, z: Array) -> Array:
         check_ndim(z, 2, "z", "(N, d)")
         d = z.shape[-1]
-        h = z
-        for width in self.features:
-            h = self.activation(nn.Dense(width)(h))
-        entries = nn.Dense(d * (d + 1) // 2)(h)
-        return fill_lower_triangular(entries, d) + self.diag_offset * jnp.eye(d, dtype=h.dtype)
+        entries = dense_stack(z, self.features, self.activation, d * (d + 1) // 2)
+        offset = self.diag_offset * jnp.eye(d, dtype=entries.dtype)
+        return fill_lower_triangular(entries, d) + offset
 
-    def precision(self, z):
+    def precision(self, z: Array) -> Array:
         """``Gamma(z) = L(z) L(z)^T + jitter I``: ``(N, d, d)`` symmetric positive definite."""
         chol = self(z)
         eye = jnp.eye(chol.shape[-1], dtype=chol.dtype)

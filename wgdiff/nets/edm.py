@@ -27,10 +27,13 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
+from wgdiff._types import Array, ArrayLike
 from wgdiff.sde import SDE, broadcast_time
 
 
-def edm_coefficients(sigma, sigma_data: float = 0.5):
+def edm_coefficients(
+    sigma: ArrayLike, sigma_data: float = 0.5
+) -> tuple[Array, Array, Array, Array]:
     """``(c_skip, c_out, c_in, c_noise)`` of EDM Table 1 for noise levels ``sigma`` (any shape)."""
     sigma = jnp.asarray(sigma)
     norm = sigma**2 + sigma_data**2
@@ -56,7 +59,7 @@ class EDMPrecond(nn.Module):
     sigma_data: float = 0.5
 
     @nn.compact
-    def __call__(self, x, t):
+    def __call__(self, x: Array, t: ArrayLike) -> Array:
         t = jnp.broadcast_to(jnp.asarray(t, x.dtype), (x.shape[0],))
         m, s = self.sde.marginal_coeffs(t)
         sigma = s / m

@@ -24,6 +24,9 @@ from collections.abc import Callable, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from wgdiff._types import Array
+from wgdiff.nets.mlp import dense_stack
+
 
 class GeneratorMLP(nn.Module):
     """MLP generator ``xi (n, l) -> x (n, out_dim)``.
@@ -39,14 +42,11 @@ class GeneratorMLP(nn.Module):
     activation: Callable = nn.gelu
 
     @nn.compact
-    def __call__(self, xi):
-        h = xi
-        for width in self.features:
-            h = self.activation(nn.Dense(width)(h))
-        return nn.Dense(self.out_dim)(h)
+    def __call__(self, xi: Array) -> Array:
+        return dense_stack(xi, self.features, self.activation, self.out_dim)
 
 
-def _normal_init(std: float):
+def _normal_init(std: float) -> Callable:
     return nn.initializers.normal(stddev=std)
 
 
@@ -62,7 +62,7 @@ class LinearGenerator(nn.Module):
     init_std: float = 0.1
 
     @nn.compact
-    def __call__(self, xi):
+    def __call__(self, xi: Array) -> Array:
         b = self.param("B", _normal_init(self.init_std), (self.out_dim, xi.shape[-1]))
         mu = self.param("mu", nn.initializers.zeros, (self.out_dim,))
         return xi @ b.T + mu
@@ -80,8 +80,5 @@ class DiscriminatorMLP(nn.Module):
     activation: Callable = nn.gelu
 
     @nn.compact
-    def __call__(self, x):
-        h = x
-        for width in self.features:
-            h = self.activation(nn.Dense(width)(h))
-        return jnp.squeeze(nn.Dense(1)(h), -1)
+    def __call__(self, x: Array) -> Array:
+        return jnp.squeeze(dense_stack(x, self.features, self.activation, 1), -1)

@@ -27,6 +27,17 @@ from wgdiff._types import Array
 from wgdiff.nets.embedding import sinusoidal_embedding, time_vector
 
 
+def dense_stack(h: Array, features: Sequence[int], activation: Callable, out_dim: int) -> Array:
+    """``Dense(w) -> activation`` for each hidden width, then a linear ``Dense(out_dim)``.
+
+    Call it inside an ``nn.compact`` method: the layers become that module's
+    ``Dense_0, Dense_1, ...``.
+    """
+    for width in features:
+        h = activation(nn.Dense(width)(h))
+    return nn.Dense(out_dim)(h)
+
+
 class MLP(nn.Module):
     """``[x, embed(t)] -> hidden layers -> out_dim``; the trunk of the MLP nets."""
 
@@ -41,9 +52,7 @@ class MLP(nn.Module):
         h = x.reshape(x.shape[0], -1)
         emb = sinusoidal_embedding(time_vector(t, x), self.embed_dim, time_scale=self.time_scale)
         h = jnp.concatenate([h, emb], axis=-1)
-        for width in self.features:
-            h = self.activation(nn.Dense(width)(h))
-        return nn.Dense(self.out_dim)(h)
+        return dense_stack(h, self.features, self.activation, self.out_dim)
 
 
 class _TimeConditioned(nn.Module):
@@ -103,4 +112,4 @@ class PotentialMLP(_TimeConditioned):
         return grad
 
 
-__all__ = ["MLP", "PotentialMLP", "ScalarMLP", "ScoreMLP"]
+__all__ = ["MLP", "PotentialMLP", "ScalarMLP", "ScoreMLP", "dense_stack"]

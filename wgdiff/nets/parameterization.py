@@ -37,12 +37,13 @@ import jax.numpy as jnp
 from flax import struct
 from jax.tree_util import Partial
 
+from wgdiff._types import Array, ArrayLike
 from wgdiff.sde import SDE, broadcast_time
 
 KINDS = ("score", "noise", "data", "v", "flow")
 
 
-def pytree_callable(fn, name: str):
+def pytree_callable(fn: Callable, name: str) -> Callable:
     """``functools.partial`` -> ``jax.tree_util.Partial`` so its arguments become traced leaves.
 
     Raises TypeError naming ``name`` if ``fn`` is not callable.
@@ -54,13 +55,13 @@ def pytree_callable(fn, name: str):
     return fn
 
 
-def _coeffs(sde: SDE, t, x):
+def _coeffs(sde: SDE, t: ArrayLike, x: Array) -> tuple[Array, Array]:
     t = jnp.asarray(t, x.dtype)
     m, s = sde.marginal_coeffs(t)
     return broadcast_time(m, x), broadcast_time(s, x)
 
 
-def _to_data_noise(sde: SDE, kind: str, out, x, t):
+def _to_data_noise(sde: SDE, kind: str, out: Array, x: Array, t: ArrayLike) -> tuple[Array, Array]:
     """``(x0, eps)`` from a model output of ``kind`` at ``(x, t)``."""
     m, s = _coeffs(sde, t, x)
     if kind == "score":
@@ -78,7 +79,7 @@ def _to_data_noise(sde: SDE, kind: str, out, x, t):
     return (ds * x - s * out) / det, (m * out - dm * x) / det
 
 
-def convert(sde: SDE, kind: str, target: str, out, x, t):
+def convert(sde: SDE, kind: str, target: str, out: Array, x: Array, t: ArrayLike) -> Array:
     """Turn a model output of ``kind`` into ``target`` (both in ``KINDS``).
 
     Args:
@@ -116,7 +117,7 @@ def convert(sde: SDE, kind: str, target: str, out, x, t):
     return dm * x0 + ds * eps
 
 
-def _reverse_flow_time(fn, T, x, t):
+def _reverse_flow_time(fn: Callable, T: float, x: Array, t: Array) -> Array:
     return -fn(x, T - t)
 
 
@@ -200,37 +201,37 @@ class ScoreModel:
             model = model.replace(fn=Partial(_reverse_flow_time, model.fn, float(sde.T)))
         return model
 
-    def _out(self, target, x, t):
+    def _out(self, target: str, x: Array, t: ArrayLike) -> Array:
         return self.predict(x, t, (target,))[0]
 
-    def predict(self, x, t, targets: tuple[str, ...]):
+    def predict(self, x: Array, t: ArrayLike, targets: tuple[str, ...]) -> tuple[Array, ...]:
         """Several kinds from one network evaluation: a tuple, one ``(n, *event)`` per target."""
         t = jnp.asarray(t, x.dtype)
         tt = jnp.broadcast_to(t, (x.shape[0],)) if t.ndim == 0 else t
         out = self.fn(x, tt)
         return tuple(convert(self.sde, self.kind, target, out, x, tt) for target in targets)
 
-    def score(self, x, t):
+    def score(self, x: Array, t: ArrayLike) -> Array:
         """``(n, *event)`` score at ``x``, ``t`` scalar or ``(n,)``."""
         return self._out("score", x, t)
 
-    def noise(self, x, t):
+    def noise(self, x: Array, t: ArrayLike) -> Array:
         """``(n, *event)`` noise prediction ``eps``."""
         return self._out("noise", x, t)
 
-    def data(self, x, t):
+    def data(self, x: Array, t: ArrayLike) -> Array:
         """``(n, *event)`` data prediction ``x0``."""
         return self._out("data", x, t)
 
-    def velocity(self, x, t):
+    def velocity(self, x: Array, t: ArrayLike) -> Array:
         """``(n, *event)`` probability-flow velocity ``dx/dt``."""
         return self._out("flow", x, t)
 
-    def __call__(self, x, t):
+    def __call__(self, x: Array, t: ArrayLike) -> Array:
         return self.score(x, t)
 
 
-def as_score_model(model, sde: SDE) -> ScoreModel:
+def as_score_model(model: ScoreModel | Callable, sde: SDE) -> ScoreModel:
     """A ``ScoreModel`` as is (its SDE must be of ``sde``'s type), a callable as a score model."""
     if isinstance(model, ScoreModel):
         if type(model.sde) is not type(sde):

@@ -34,7 +34,7 @@ A user's own solver is one small class (see ``notebooks/06_samplers.ipynb``)::
 from __future__ import annotations
 
 import abc
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import equinox as eqx
 import jax
@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from wgdiff._checks import check_finite, check_shape_tuple
+from wgdiff._types import Array, ArrayLike, PRNGKey, PyTree, ScoreFn, Shape
 from wgdiff.nets.parameterization import ScoreModel, as_score_model
 from wgdiff.samplers.grids import TimeGrid
 from wgdiff.sde import SDE
@@ -82,36 +83,36 @@ class Solver(abc.ABC):
         """Global order of accuracy including warm-up steps (default: ``order``)."""
         return self.order
 
-    def init(self, model: ScoreModel, x, t0) -> Any:
+    def init(self, model: ScoreModel, x: Array, t0: Array) -> PyTree:
         """State carried between steps (default: none)."""
         return ()
 
     @abc.abstractmethod
-    def step(self, model: ScoreModel, x, state, step: Step):
+    def step(self, model: ScoreModel, x: Array, state: PyTree, step: Step) -> tuple[Array, PyTree]:
         """One step from ``step.t`` to ``step.t_next``: returns ``(x_next, state)``."""
 
     def nfe(self, n_steps: int) -> int:
         """Model evaluations per sample for ``n_steps`` steps."""
         return self.nfe_per_step * n_steps
 
-    def summarize(self, state, n_steps: int) -> dict:
+    def summarize(self, state: PyTree, n_steps: int) -> dict:
         """Host-side numbers from the final state; must contain ``"nfe"``."""
         return {"nfe": self.nfe(n_steps)}
 
 
-def full_time(t, x):
+def full_time(t: ArrayLike, x: Array) -> Array:
     """Scalar time -> ``(n,)`` for a batch ``x (n, *event)``."""
     return jnp.full((x.shape[0],), t, dtype=x.dtype)
 
 
-def initial_state(key, sde: SDE, shape, x_init):
+def initial_state(key: PRNGKey, sde: SDE, shape: Shape, x_init: ArrayLike | None) -> Array:
     """Prior draw, or the user's starting points (e.g. forward-noised data)."""
     if x_init is None:
         return sde.prior_sample(key, shape)
     return jnp.asarray(x_init, dtype=jnp.result_type(float))
 
 
-def static_signature(*trees) -> str:
+def static_signature(*trees: PyTree) -> str:
     """A hashable description of the pytree structures, class names included.
 
     ``flax.struct`` classes with the same field names have *equal* JAX treedefs
@@ -146,14 +147,14 @@ def _run(key, model, shape, solver, ts, x_init, return_path, signature):
 
 
 def sample(
-    key,
+    key: PRNGKey | None,
     sde: SDE,
-    model,
-    shape,
+    model: ScoreModel | ScoreFn,
+    shape: Shape,
     solver: Solver,
     grid: TimeGrid,
     *,
-    x_init=None,
+    x_init: ArrayLike | None = None,
     return_path: bool = False,
 ) -> SampleResult:
     """Integrate the reverse process with ``solver`` on ``grid``'s times (one jit-compiled scan).

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import importlib
 import math
+from collections.abc import Callable
 
 import equinox as eqx
 import jax
@@ -39,10 +40,11 @@ from flax import struct
 from jax.tree_util import Partial
 
 from wgdiff._checks import check_finite, check_positive_int
+from wgdiff._types import Array, ArrayLike, PRNGKey, PyTree, ScoreFn, Shape
 from wgdiff.losses.score_matching import DIVERGENCES
-from wgdiff.nets.parameterization import as_score_model
+from wgdiff.nets.parameterization import ScoreModel, as_score_model
 from wgdiff.samplers._common import as_pytree_callable, check_sampler_args
-from wgdiff.samplers.base import Solver, initial_state, sample, static_signature
+from wgdiff.samplers.base import Solver, Step, initial_state, sample, static_signature
 from wgdiff.samplers.grids import ArrayGrid, UniformGrid
 from wgdiff.sde import SDE
 
@@ -106,7 +108,7 @@ class Diffrax(Solver):
     atol: float | None = struct.field(pytree_node=False, default=None)
     max_steps: int = struct.field(pytree_node=False, default=16_384)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         diffrax = _dx()
         if not isinstance(self.solver, diffrax.AbstractSolver):
             raise TypeError(f"solver must be a diffrax solver, got {type(self.solver).__name__}")
@@ -123,18 +125,18 @@ class Diffrax(Solver):
         return self.rtol is not None
 
     @property
-    def order(self):
+    def order(self) -> int:
         return self.solver.order(_dx().ODETerm(lambda t, y, args: y))
 
     @property
-    def nfe_per_step(self):
+    def nfe_per_step(self) -> int:
         return _evaluations(self.solver)[0]
 
-    def init(self, model, x, t0):
+    def init(self, model: ScoreModel, x: Array, t0: Array) -> PyTree:
         n = x.shape[0]
         return jnp.zeros((n,), jnp.int32), jnp.ones((n,), bool)
 
-    def step(self, model, x, state, step):
+    def step(self, model: ScoreModel, x: Array, state: PyTree, step: Step) -> tuple[Array, PyTree]:
         diffrax = _dx()
         sde, event = model.sde, x.shape[1:]
         T = jnp.asarray(sde.T, x.dtype)
@@ -168,10 +170,10 @@ class Diffrax(Solver):
         steps, success = state
         return ys.reshape(x.shape), (steps + n_steps, success & ok)
 
-    def nfe(self, n_steps):
+    def nfe(self, n_steps: int) -> int:
         raise TypeError("Diffrax's NFE is only known after the solve: read SampleResult.nfe")
 
-    def summarize(self, state, n_steps):
+    def summarize(self, state: PyTree, n_steps: int) -> dict:
         steps, ok = (np.asarray(v) for v in state)
         per_step, extra = _evaluations(self.solver)
         nfe = per_step * steps.astype(np.int64) + extra * n_steps
@@ -244,10 +246,10 @@ def _apply_flat(score_fn, event, y, t):
 
 
 def diffrax_solve(
-    key,
+    key: PRNGKey,
     sde: SDE,
-    score_fn,
-    shape,
+    score_fn: ScoreFn,
+    shape: Shape,
     *,
     kind: str = "ode",
     solver: str | None = None,
@@ -255,9 +257,9 @@ def diffrax_solve(
     atol: float | None = None,
     n_steps: int | None = None,
     eps: float = 1e-3,
-    x_init=None,
+    x_init: ArrayLike | None = None,
     max_steps: int = 16_384,
-):
+) -> tuple[Array, dict]:
     """Sample by solving the probability-flow ODE or the reverse SDE with diffrax.
 
     Args:
@@ -378,18 +380,18 @@ def _log_likelihood(key, model, x, trace, rtol, atol, eps, max_steps, prior_logp
 
 
 def log_likelihood(
-    key,
+    key: PRNGKey,
     sde: SDE,
-    model,
-    x,
+    model: ScoreModel | ScoreFn,
+    x: ArrayLike,
     *,
     trace: str = "exact",
     rtol: float = 1e-5,
     atol: float = 1e-5,
     eps: float = 1e-5,
     max_steps: int = 16_384,
-    prior_logp=None,
-):
+    prior_logp: Callable[[Array], Array] | None = None,
+) -> Array:
     """Log-density of ``x`` under the probability-flow ODE model (Song et al. 2021, sec D.2).
 
     Integrates ``dx/dt = v(x, t)`` and ``d log p/dt = -div v`` from ``eps`` to

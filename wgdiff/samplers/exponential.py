@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from wgdiff._types import Array, PyTree
+from wgdiff.nets.parameterization import ScoreModel
 from wgdiff.samplers.base import Solver, Step, full_time
 
 
@@ -50,15 +52,15 @@ class DDIM(Solver):
     order = 1
     nfe_per_step = 1
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not float(self.eta) >= 0.0:
             raise ValueError(f"eta must be >= 0, got {self.eta!r}")
 
     @property
-    def stochastic(self):
+    def stochastic(self) -> bool:
         return self.eta > 0
 
-    def step(self, model, x, state, step):
+    def step(self, model: ScoreModel, x: Array, state: PyTree, step: Step) -> tuple[Array, PyTree]:
         sde = model.sde
         _, _, lam = _schedule(sde, step.t)
         m_n, s_n, lam_n = _schedule(sde, step.t_next)
@@ -82,15 +84,15 @@ class DPMSolver(Solver):
 
     order: int = struct.field(pytree_node=False, default=2)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.order not in (1, 2, 3):
             raise ValueError(f"order must be 1, 2 or 3, got {self.order!r}")
 
     @property
-    def nfe_per_step(self):
+    def nfe_per_step(self) -> int:
         return self.order
 
-    def step(self, model, x, state, step):
+    def step(self, model: ScoreModel, x: Array, state: PyTree, step: Step) -> tuple[Array, PyTree]:
         sde = model.sde
         m, _, lam = _schedule(sde, step.t)
         m_n, s_n, lam_n = _schedule(sde, step.t_next)
@@ -147,7 +149,7 @@ class DPMSolverPP(Solver):
     multistep: bool = struct.field(pytree_node=False, default=True)
     sde: bool = struct.field(pytree_node=False, default=False)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.order not in (1, 2, 3):
             raise ValueError(f"order must be 1, 2 or 3, got {self.order!r}")
         if self.sde and (self.order == 3 or not self.multistep):
@@ -157,30 +159,30 @@ class DPMSolverPP(Solver):
             )
 
     @property
-    def stochastic(self):
+    def stochastic(self) -> bool:
         return self.sde
 
     @property
-    def nfe_per_step(self):
+    def nfe_per_step(self) -> int:
         return 1 if self.multistep else self.order
 
     @property
-    def min_steps(self):
+    def min_steps(self) -> int:
         return self.order if self.multistep else 1
 
     @property
-    def global_order(self):
+    def global_order(self) -> int:
         if self.sde:
             return 1
         return min(self.order, 2) if self.multistep else self.order
 
-    def init(self, model, x, t0):
+    def init(self, model: ScoreModel, x: Array, t0: Array) -> PyTree:
         if not self.multistep:
             return ()
         zero = jnp.zeros((), x.dtype)
         return (jnp.zeros_like(x), jnp.zeros_like(x), zero, zero)
 
-    def step(self, model, x, state, step):
+    def step(self, model: ScoreModel, x: Array, state: PyTree, step: Step) -> tuple[Array, PyTree]:
         if self.multistep:
             return self._multistep(model, x, state, step)
         return self._singlestep(model, x, step), state
@@ -274,25 +276,25 @@ class UniPC(Solver):
     multistep = True
     nfe_per_step = 1
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.order not in (1, 2):
             raise ValueError(f"order must be 1 or 2, got {self.order!r}")
         if self.variant not in ("bh1", "bh2"):
             raise ValueError(f"variant must be 'bh1' or 'bh2', got {self.variant!r}")
 
     @property
-    def min_steps(self):
+    def min_steps(self) -> int:
         return self.order
 
     @property
-    def global_order(self):
+    def global_order(self) -> int:
         return self.order + 1
 
-    def init(self, model, x, t0):
+    def init(self, model: ScoreModel, x: Array, t0: Array) -> PyTree:
         d0 = model.data(x, full_time(t0, x))
         return (d0, jnp.zeros_like(x), jnp.zeros((), x.dtype))
 
-    def step(self, model, x, state, step):
+    def step(self, model: ScoreModel, x: Array, state: PyTree, step: Step) -> tuple[Array, PyTree]:
         sde = model.sde
         _, s, lam = _schedule(sde, step.t)
         m_n, s_n, lam_n = _schedule(sde, step.t_next)

@@ -31,10 +31,11 @@ import numpy as np
 from flax import struct
 
 from wgdiff._checks import check_positive, check_positive_int
+from wgdiff._types import Array, ArrayLike
 from wgdiff.sde import SDE
 
 
-def _check_eps(eps, sde: SDE) -> float:
+def _check_eps(eps: float, sde: SDE) -> float:
     if float(eps) == 0.0 and sde.allows_zero_time:
         return 0.0
     if not (0.0 < float(eps) < sde.T):
@@ -42,7 +43,7 @@ def _check_eps(eps, sde: SDE) -> float:
     return float(eps)
 
 
-def check_times(times, sde: SDE, name: str = "grid") -> jnp.ndarray:
+def check_times(times: ArrayLike, sde: SDE, name: str = "grid") -> Array:
     """Validate ``(N + 1,)`` times: 1-D, finite, strictly descending, inside ``(0, T]``."""
     arr = np.asarray(times, dtype=np.float64)
     if arr.ndim != 1 or arr.size < 2:
@@ -66,10 +67,10 @@ class TimeGrid(abc.ABC):
     """Base class: ``times(sde) -> (N + 1,)`` descending times, validated."""
 
     @abc.abstractmethod
-    def build(self, sde: SDE):
+    def build(self, sde: SDE) -> ArrayLike:
         """The ``(N + 1,)`` times, unvalidated."""
 
-    def times(self, sde: SDE) -> jnp.ndarray:
+    def times(self, sde: SDE) -> Array:
         """``(N + 1,)`` strictly descending times in ``(0, T]``; else ValueError naming ``grid``."""
         if not isinstance(sde, SDE):
             raise TypeError(f"sde must be a wgdiff.sde.SDE, got {type(sde).__name__}")
@@ -77,46 +78,39 @@ class TimeGrid(abc.ABC):
 
 
 @struct.dataclass
-class UniformGrid(TimeGrid):
-    """``N + 1`` times uniformly spaced from ``T`` down to ``eps``."""
+class _StepsGrid(TimeGrid):
+    """A grid of ``n_steps`` steps from ``T`` down to ``eps`` (the fields of the grids below)."""
 
     n_steps: int = struct.field(pytree_node=False)
     eps: float = struct.field(pytree_node=False, default=1e-3)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         check_positive_int(self.n_steps, "n_steps")
 
-    def build(self, sde):
+
+@struct.dataclass
+class UniformGrid(_StepsGrid):
+    """``N + 1`` times uniformly spaced from ``T`` down to ``eps``."""
+
+    def build(self, sde: SDE) -> Array:
         return jnp.linspace(sde.T, _check_eps(self.eps, sde), self.n_steps + 1)
 
 
 @struct.dataclass
-class QuadraticGrid(TimeGrid):
+class QuadraticGrid(_StepsGrid):
     """``t_i = eps + (T - eps)(1 - i/N)^2``: quadratically denser near the data."""
 
-    n_steps: int = struct.field(pytree_node=False)
-    eps: float = struct.field(pytree_node=False, default=1e-3)
-
-    def __post_init__(self):
-        check_positive_int(self.n_steps, "n_steps")
-
-    def build(self, sde):
+    def build(self, sde: SDE) -> Array:
         eps = _check_eps(self.eps, sde)
         u = 1.0 - np.arange(self.n_steps + 1) / self.n_steps
         return jnp.asarray(eps + (sde.T - eps) * u**2)
 
 
 @struct.dataclass
-class LogSNRGrid(TimeGrid):
+class LogSNRGrid(_StepsGrid):
     """Uniform in ``lambda = log(m/s)`` from ``lambda(T)`` to ``lambda(eps)`` (Lu et al. 2022)."""
 
-    n_steps: int = struct.field(pytree_node=False)
-    eps: float = struct.field(pytree_node=False, default=1e-3)
-
-    def __post_init__(self):
-        check_positive_int(self.n_steps, "n_steps")
-
-    def build(self, sde):
+    def build(self, sde: SDE) -> Array:
         eps = _check_eps(self.eps, sde)
         lam = jnp.linspace(sde.log_snr(sde.T), sde.log_snr(eps), self.n_steps + 1)
         t = sde.time_at_log_snr(lam)
@@ -138,14 +132,14 @@ class KarrasGrid(TimeGrid):
     sigma_min: float | None = struct.field(pytree_node=False, default=None)
     sigma_max: float | None = struct.field(pytree_node=False, default=None)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         check_positive_int(self.n_steps, "n_steps")
         check_positive(self.rho, "rho")
         for name in ("sigma_min", "sigma_max"):
             if getattr(self, name) is not None:
                 check_positive(getattr(self, name), name)
 
-    def build(self, sde):
+    def build(self, sde: SDE) -> Array:
         hi = float(jnp.exp(-sde.log_snr(sde.T))) if self.sigma_max is None else self.sigma_max
         lo = float(jnp.exp(-sde.log_snr(1e-3))) if self.sigma_min is None else self.sigma_min
         if not np.isfinite(hi):
@@ -168,11 +162,11 @@ class ArrayGrid(TimeGrid):
 
     values: tuple = struct.field(pytree_node=False)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         # A tuple of floats: hashable, so the grid can be a static jit argument.
         object.__setattr__(self, "values", tuple(float(v) for v in np.ravel(self.values)))
 
-    def build(self, sde):
+    def build(self, sde: SDE) -> Array:
         return jnp.asarray(self.values)
 
 

@@ -17,7 +17,9 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from wgdiff.samplers.base import Solver, full_time
+from wgdiff._types import Array, PyTree
+from wgdiff.nets.parameterization import ScoreModel
+from wgdiff.samplers.base import Solver, Step, full_time
 
 
 @struct.dataclass
@@ -27,7 +29,7 @@ class ProbabilityFlowEuler(Solver):
     order = 1
     nfe_per_step = 1
 
-    def step(self, model, x, state, step):
+    def step(self, model: ScoreModel, x: Array, state: PyTree, step: Step) -> tuple[Array, PyTree]:
         h = step.t - step.t_next
         return x - h * model.velocity(x, full_time(step.t, x)), state
 
@@ -39,7 +41,7 @@ class ProbabilityFlowHeun(Solver):
     order = 2
     nfe_per_step = 2
 
-    def step(self, model, x, state, step):
+    def step(self, model: ScoreModel, x: Array, state: PyTree, step: Step) -> tuple[Array, PyTree]:
         h = step.t - step.t_next
         v = model.velocity(x, full_time(step.t, x))
         x_euler = x - h * v
@@ -71,17 +73,17 @@ class Heun(Solver):
     order = 2
     nfe_per_step = 2
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not float(self.churn) >= 0.0:
             raise ValueError(f"churn must be >= 0, got {self.churn!r}")
         if not float(self.s_noise) >= 0.0:
             raise ValueError(f"s_noise must be >= 0, got {self.s_noise!r}")
 
     @property
-    def stochastic(self):
+    def stochastic(self) -> bool:
         return self.churn > 0
 
-    def step(self, model, x, state, step):
+    def step(self, model: ScoreModel, x: Array, state: PyTree, step: Step) -> tuple[Array, PyTree]:
         sde = model.sde
         m, s = sde.marginal_coeffs(step.t)
         m_n, s_n = sde.marginal_coeffs(step.t_next)

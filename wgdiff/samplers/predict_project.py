@@ -39,15 +39,18 @@ Example (exact score of N(0, I); with delta_mu = 0 this is Euler-Maruyama):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import jax
 import jax.numpy as jnp
 from flax import struct
 
 from wgdiff._checks import check_positive_int
+from wgdiff._types import Array, ArrayLike, PRNGKey, ProjectFn, PyTree, ScoreFn, Shape
 from wgdiff.losses.projection import ghimire_beta, predict_step, projection_terms
-from wgdiff.samplers._common import as_pytree_callable, check_sampler_args
-from wgdiff.samplers.base import Solver, full_time, sample
-from wgdiff.samplers.grids import UniformGrid
+from wgdiff.nets.parameterization import ScoreModel
+from wgdiff.samplers._common import as_pytree_callable, check_sampler_args, sample_uniform
+from wgdiff.samplers.base import Solver, Step, full_time
 from wgdiff.sde import SDE
 
 #: Ghimire et al. app. B.1, hand-tuned on CelebA/LSUN/SVHN.
@@ -68,19 +71,19 @@ class PredictProject(Solver):
             reuses one compiled program when given as an array).
     """
 
-    project_fn: object
+    project_fn: ProjectFn
     delta_mu: float | jnp.ndarray = 0.0
     order = 1
     nfe_per_step = 1
     stochastic = True
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not callable(self.project_fn):
             raise TypeError("project_fn must be callable (y, t, h) -> like y")
         if isinstance(self.delta_mu, (int, float)) and not float(self.delta_mu) >= 0.0:
             raise ValueError(f"delta_mu must be >= 0, got {self.delta_mu!r}")
 
-    def step(self, model, x, state, step):
+    def step(self, model: ScoreModel, x: Array, state: PyTree, step: Step) -> tuple[Array, PyTree]:
         sde = model.sde
         h = step.t - step.t_next
         x_pred = predict_step(sde, model.score, x, full_time(step.t, x), h)
@@ -89,23 +92,23 @@ class PredictProject(Solver):
         noise = sde.diffusion(step.t) * jnp.sqrt(h) * jax.random.normal(step.key, x.shape, x.dtype)
         return jnp.where(step.last, mean, mean + noise), state
 
-    def summarize(self, state, n_steps):
+    def summarize(self, state: PyTree, n_steps: int) -> dict:
         return {"nfe": n_steps, "projection_evals": n_steps}
 
 
 def predict_project(
-    key,
+    key: PRNGKey,
     sde: SDE,
-    score_fn,
-    project_fn,
-    shape,
+    score_fn: ScoreFn,
+    project_fn: ProjectFn,
+    shape: Shape,
     n_steps: int,
     *,
     delta_mu: float,
     eps: float = 1e-3,
-    x_init=None,
+    x_init: ArrayLike | None = None,
     return_info: bool = False,
-):
+) -> Array | tuple[Array, dict]:
     """Predict-Project sampler (Ghimire Alg. 1) on a uniform grid from ``T`` to ``eps``.
 
     A wrapper: ``sample(key, sde, score_fn, shape, PredictProject(project_fn,
@@ -138,23 +141,23 @@ def predict_project(
     solver = PredictProject(
         as_pytree_callable(project_fn), jnp.asarray(delta_mu, jnp.result_type(float))
     )
-    res = sample(
-        key,
-        sde,
-        as_pytree_callable(score_fn),
-        shape,
-        solver,
-        UniformGrid(n_steps, float(eps)),
-        x_init=x_init,
-    )
+    res = sample_uniform(key, sde, score_fn, shape, solver, n_steps, eps, x_init)
     if return_info:
         return res.x, {"nfe": int(n_steps), "projection_evals": int(n_steps)}
     return res.x
 
 
 def projection_norms(
-    key, sde: SDE, score_fn, project_fn, x0, n_steps, *, eps: float = 1e-3, n_repeats: int = 4
-):
+    key: PRNGKey,
+    sde: SDE,
+    score_fn: ScoreFn,
+    project_fn: ProjectFn,
+    x0: ArrayLike,
+    n_steps: Sequence[int],
+    *,
+    eps: float = 1e-3,
+    n_repeats: int = 4,
+) -> dict[int, float]:
     """``E ||T(x_pred, t', h_N)||^2`` for each ``N`` in ``n_steps`` (common random numbers).
 
     Args:
@@ -180,17 +183,17 @@ def projection_norms(
 
 
 def auto_delta_mu(
-    key,
+    key: PRNGKey,
     sde: SDE,
-    score_fn,
-    project_fn,
-    x0,
-    n_steps,
+    score_fn: ScoreFn,
+    project_fn: ProjectFn,
+    x0: ArrayLike,
+    n_steps: Sequence[int],
     *,
     reference_steps: int = 1000,
     eps: float = 1e-3,
     n_repeats: int = 4,
-):
+) -> dict[int, float]:
     """``delta_mu(N) = min(1, |1 - E||T_N||^2 / E||T_ref||^2|)`` from the trained nets.
 
     See the module docstring; ``x0`` is a batch of training data.

@@ -20,9 +20,14 @@ import jax
 import jax.numpy as jnp
 
 from wgdiff._checks import check_finite, check_positive, check_positive_int
-from wgdiff.samplers._common import as_pytree_callable, check_alpha, check_sampler_args, with_info
-from wgdiff.samplers.base import sample
-from wgdiff.samplers.grids import UniformGrid
+from wgdiff._types import Array, ArrayLike, PRNGKey, ScoreFn, Shape
+from wgdiff.samplers._common import (
+    as_pytree_callable,
+    check_alpha,
+    check_sampler_args,
+    sample_uniform,
+    with_info,
+)
 from wgdiff.samplers.ode import ProbabilityFlowEuler, ProbabilityFlowHeun
 from wgdiff.samplers.stochastic import EulerMaruyama, langevin_update
 from wgdiff.sde import SDE
@@ -31,17 +36,17 @@ PF_METHODS = ("euler", "heun")
 
 
 def euler_maruyama(
-    key,
+    key: PRNGKey,
     sde: SDE,
-    score_fn,
-    shape,
+    score_fn: ScoreFn,
+    shape: Shape,
     n_steps: int,
     *,
     alpha: float = 1.0,
     eps: float = 1e-3,
-    x_init=None,
+    x_init: ArrayLike | None = None,
     return_info: bool = False,
-):
+) -> Array | tuple[Array, dict]:
     """Euler-Maruyama on the reverse SDE with Ghimire's reverse-variance knob (sec 6.2).
 
     Step from ``t`` to ``t - h``:
@@ -66,30 +71,23 @@ def euler_maruyama(
     """
     shape, n_steps = check_sampler_args(sde, shape, n_steps, eps, x_init)
     check_alpha(alpha)
-    res = sample(
-        key,
-        sde,
-        as_pytree_callable(score_fn),
-        shape,
-        EulerMaruyama(float(alpha)),
-        UniformGrid(n_steps, float(eps)),
-        x_init=x_init,
-    )
+    solver = EulerMaruyama(float(alpha))
+    res = sample_uniform(key, sde, score_fn, shape, solver, n_steps, eps, x_init)
     return with_info(res.x, res.nfe, return_info)
 
 
 def probability_flow(
-    key,
+    key: PRNGKey,
     sde: SDE,
-    score_fn,
-    shape,
+    score_fn: ScoreFn,
+    shape: Shape,
     n_steps: int,
     *,
     method: str = "euler",
     eps: float = 1e-3,
-    x_init=None,
+    x_init: ArrayLike | None = None,
     return_info: bool = False,
-):
+) -> Array | tuple[Array, dict]:
     """Integrate the probability-flow ODE ``dx/dt = f - g^2 s / 2`` (Ghimire eq. 24) from T to eps.
 
     ``method="euler"`` (``ProbabilityFlowEuler``, first order, NFE = n_steps) or
@@ -103,15 +101,7 @@ def probability_flow(
     if method not in PF_METHODS:
         raise ValueError(f"method must be one of {PF_METHODS}, got {method!r}")
     solver = ProbabilityFlowEuler() if method == "euler" else ProbabilityFlowHeun()
-    res = sample(
-        key,
-        sde,
-        as_pytree_callable(score_fn),
-        shape,
-        solver,
-        UniformGrid(n_steps, float(eps)),
-        x_init=x_init,
-    )
+    res = sample_uniform(key, sde, score_fn, shape, solver, n_steps, eps, x_init)
     return with_info(res.x, res.nfe, return_info)
 
 
@@ -129,8 +119,15 @@ def _langevin(key, score_fn, x0, n_steps, step_size, t):
 
 
 def langevin(
-    key, score_fn, x0, n_steps: int, step_size: float, *, t: float = 0.0, return_info: bool = False
-):
+    key: PRNGKey,
+    score_fn: ScoreFn,
+    x0: ArrayLike,
+    n_steps: int,
+    step_size: float,
+    *,
+    t: float = 0.0,
+    return_info: bool = False,
+) -> Array | tuple[Array, dict]:
     """Unadjusted Langevin dynamics on ``p`` with score ``s = -grad V`` (Ghimire eq. 27).
 
     ``x <- x + delta s(x, t) + sqrt(2 delta) z`` with ``delta = beta delta-tau``

@@ -17,7 +17,9 @@ import jax.numpy as jnp
 from flax import struct
 
 from wgdiff._checks import check_positive, check_positive_int
-from wgdiff.samplers.base import Solver, full_time
+from wgdiff._types import Array, ArrayLike, PRNGKey, PyTree
+from wgdiff.nets.parameterization import ScoreModel
+from wgdiff.samplers.base import Solver, Step, full_time
 
 
 def _transition(sde, t, t_next):
@@ -33,7 +35,7 @@ def _noisy(step, mean, scale, key):
     return jnp.where(step.last, mean, mean + noise)
 
 
-def langevin_update(x, score, step_size, z):
+def langevin_update(x: Array, score: Array, step_size: ArrayLike, z: Array) -> Array:
     """``x + delta s + sqrt(2 delta) z``: one unadjusted Langevin step (Ghimire eq. 27)."""
     return x + step_size * score + jnp.sqrt(2.0 * step_size) * z
 
@@ -52,13 +54,13 @@ class EulerMaruyama(Solver):
     nfe_per_step = 1
     stochastic = True
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not float(self.alpha) >= 0.0:
             raise ValueError(
                 f"alpha must be >= 0 (0: probability-flow ODE, 1: reverse SDE), got {self.alpha!r}"
             )
 
-    def step(self, model, x, state, step):
+    def step(self, model: ScoreModel, x: Array, state: PyTree, step: Step) -> tuple[Array, PyTree]:
         sde = model.sde
         h = step.t - step.t_next
         mean = x - sde.reverse_drift(model.score, x, full_time(step.t, x), self.alpha) * h
@@ -77,7 +79,7 @@ class ReverseDiffusion(Solver):
     nfe_per_step = 1
     stochastic = True
 
-    def step(self, model, x, state, step):
+    def step(self, model: ScoreModel, x: Array, state: PyTree, step: Step) -> tuple[Array, PyTree]:
         a, b2 = _transition(model.sde, step.t, step.t_next)
         mean = (2.0 - a) * x + b2 * model.score(x, full_time(step.t, x))
         return _noisy(step, mean, jnp.sqrt(b2), step.key), state
@@ -95,7 +97,7 @@ class Ancestral(Solver):
     nfe_per_step = 1
     stochastic = True
 
-    def step(self, model, x, state, step):
+    def step(self, model: ScoreModel, x: Array, state: PyTree, step: Step) -> tuple[Array, PyTree]:
         a, b2 = _transition(model.sde, step.t, step.t_next)
         mean = (x + b2 * model.score(x, full_time(step.t, x))) / a
         return _noisy(step, mean, jnp.sqrt(b2), step.key), state
@@ -107,7 +109,7 @@ class Corrector(abc.ABC):
     n_steps: int
 
     @abc.abstractmethod
-    def correct(self, model, x, t, t_next, key):
+    def correct(self, model: ScoreModel, x: Array, t: Array, t_next: Array, key: PRNGKey) -> Array:
         """``x`` after the corrector at time ``t`` (``t_next`` is the predictor's target)."""
 
 
@@ -123,11 +125,11 @@ class LangevinCorrector(Corrector):
     snr: float = 0.16
     n_steps: int = struct.field(pytree_node=False, default=1)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         check_positive(self.snr, "snr")
         check_positive_int(self.n_steps, "n_steps")
 
-    def correct(self, model, x, t, t_next, key):
+    def correct(self, model: ScoreModel, x: Array, t: Array, t_next: Array, key: PRNGKey) -> Array:
         sde = model.sde
         a_c = (sde.marginal_coeffs(t)[0] / sde.marginal_coeffs(t_next)[0]) ** 2
         tt = full_time(t, x)
@@ -155,35 +157,35 @@ class PredictorCorrector(Solver):
     corrector: Corrector = struct.field(default_factory=LangevinCorrector)
     stochastic = True
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not isinstance(self.predictor, Solver):
             raise TypeError(f"predictor must be a Solver, got {type(self.predictor).__name__}")
         if not isinstance(self.corrector, Corrector):
             raise TypeError(f"corrector must be a Corrector, got {type(self.corrector).__name__}")
 
     @property
-    def order(self):
+    def order(self) -> int:
         return self.predictor.order
 
     @property
-    def nfe_per_step(self):
+    def nfe_per_step(self) -> int:
         return self.predictor.nfe_per_step + self.corrector.n_steps
 
     @property
-    def multistep(self):
+    def multistep(self) -> bool:
         return self.predictor.multistep
 
     @property
-    def min_steps(self):
+    def min_steps(self) -> int:
         return self.predictor.min_steps
 
-    def init(self, model, x, t0):
+    def init(self, model: ScoreModel, x: Array, t0: Array) -> PyTree:
         return self.predictor.init(model, x, t0)
 
-    def nfe(self, n_steps):
+    def nfe(self, n_steps: int) -> int:
         return self.predictor.nfe(n_steps) + self.corrector.n_steps * n_steps
 
-    def step(self, model, x, state, step):
+    def step(self, model: ScoreModel, x: Array, state: PyTree, step: Step) -> tuple[Array, PyTree]:
         k_c, k_p = jax.random.split(step.key)
         x = self.corrector.correct(model, x, step.t, step.t_next, k_c)
         return self.predictor.step(model, x, state, step._replace(key=k_p))
