@@ -4,7 +4,7 @@
   variance-preserving cosine, Schroedinger bridge) and the DSM probability flow in
   flow time.
 - :mod:`~wgdiff.flows.couplings`: minibatch couplings (independent, exact OT,
-  Sinkhorn-plan sampled, Schroedinger bridge).
+  Sinkhorn-plan sampled, Schroedinger bridge) on the OT engine (:mod:`wgdiff.metrics`).
 - :mod:`~wgdiff.flows.loss`: the conditional flow-matching loss and its training
   objective.
 - :mod:`~wgdiff.flows.reflow`: rectified-flow reflow pairs.
@@ -31,9 +31,6 @@ from wgdiff.flows.couplings import (
     IndependentCoupling,
     SchrodingerBridgeCoupling,
     SinkhornCoupling,
-    optimal_assignment,
-    sample_plan,
-    sinkhorn_log_plan,
 )
 from wgdiff.flows.likelihood import log_likelihood
 from wgdiff.flows.loss import (
@@ -77,13 +74,10 @@ __all__ = [
     "integrate_flow",
     "kinetic_energy",
     "log_likelihood",
-    "optimal_assignment",
     "pair_sampler",
     "path_energy",
     "probability_flow_velocity",
     "reflow_pairs",
-    "sample_plan",
-    "sinkhorn_log_plan",
     "standard_normal",
     "transport_certificate",
 ]

@@ -8,14 +8,19 @@ and returns re-paired batches ``(x0', x1')`` whose rows are draws from a couplin
   draws, I-CFM; the model's own pairs for reflow).
 - :class:`ExactOTCoupling`: the optimal assignment for ``|x0_i - x1_j|^2`` (OT-CFM);
   a permutation of ``x1``, so every point is used once.
-- :class:`SinkhornCoupling`: pairs drawn from the entropic OT plan (:func:`sample_plan`).
+- :class:`SinkhornCoupling`: for every source row a partner drawn from the entropic OT
+  plan.
 - :class:`SchrodingerBridgeCoupling`: the entropic plan at ``epsilon = 2 sigma^2``,
   the static Schroedinger bridge of Brownian motion with diffusion ``sigma``
   (Tong et al. sec. 3.3), to pair with
   :class:`~wgdiff.flows.paths.SchrodingerBridgePath`.
 
-All are pytrees usable inside ``jax.jit``; the exact assignment runs on the host
-through ``jax.pure_callback``. Pairings never carry gradients (they are data).
+The plans come from the OT engine, :mod:`wgdiff.metrics`: the exact assignment is
+:func:`wgdiff.metrics.exact_assignment` (certified sparse solver on the host through
+``jax.pure_callback``), the entropic plan :func:`wgdiff.metrics.sinkhorn_log_plan`
+(log-domain Sinkhorn in the trace). Both run inside ``jax.jit``, so a coupling is part
+of a jitted training step; pairings never carry gradients (they are data). Events of
+any rank are flattened for the cost ``|x0_i - x1_j|^2``.
 
 Example:
     >>> import jax.numpy as jnp
@@ -29,28 +34,28 @@ Example:
 from __future__ import annotations
 
 import abc
-import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
-from ott.geometry import pointcloud
-from ott.problems.linear import linear_problem
-from ott.solvers.linear import sinkhorn
-from scipy.optimize import linear_sum_assignment
 
 from wgdiff._checks import check_positive
 from wgdiff._types import Array, PRNGKey
 from wgdiff.geometry import squared_distances
+from wgdiff.metrics import exact_assignment, sinkhorn_log_plan
 
 
-def _flat(x):
+def _flat(x: Array) -> Array:
     return x.reshape(x.shape[0], -1)
 
 
-def check_batches(x0, x1) -> None:
-    """``x0`` and ``x1`` must be batches of the same shape ``(n, *event)``, ``n >= 1``."""
+def check_batches(x0: Array, x1: Array) -> None:
+    """``x0`` and ``x1`` must be batches of the same shape ``(n, *event)``, ``n >= 1``.
+
+    Raises:
+        ValueError: naming ``x0`` or the two shapes.
+    """
     if np.ndim(x0) < 2:
         raise ValueError(f"x0 must have shape (n, *event), got shape {np.shape(x0)}")
     if np.shape(x0) != np.shape(x1):
@@ -63,7 +68,7 @@ class Coupling(abc.ABC):
     """Base class: ``pair(key, x0, x1) -> (x0', x1')`` with the shapes of the inputs."""
 
     @abc.abstractmethod
-    def pair(self, key: PRNGKey, x0: Array, x1: Array) -> tuple[Array, Array]:
+    def pair(self, key: PRNGKey | None, x0: Array, x1: Array) -> tuple[Array, Array]:
         """Re-paired batches; ``key`` is used only by sampled couplings."""
 
 
@@ -76,63 +81,26 @@ class IndependentCoupling(Coupling):
     coupling of Liu et al. (2023).
     """
 
-    def pair(self, key, x0, x1):
+    def pair(self, key: PRNGKey | None, x0: Array, x1: Array) -> tuple[Array, Array]:
         check_batches(x0, x1)
         return x0, x1
 
 
-def _assignment_host(cost: np.ndarray) -> np.ndarray:
-    _, cols = linear_sum_assignment(np.asarray(cost, dtype=np.float64))
-    return cols.astype(np.int32)
-
-
-def optimal_assignment(x0: Array, x1: Array) -> Array:
-    """Permutation ``sigma`` minimizing ``sum_i |x0_i - x1_sigma(i)|^2``: ``(n,)`` int32.
-
-    The exact OT plan between two uniform ``n``-point measures is a permutation
-    (Birkhoff). Solved on the host (``scipy.optimize.linear_sum_assignment`` on the
-    squared-distance matrix) through ``jax.pure_callback``, so it can be called inside
-    ``jax.jit``.
-    """
-    a, b = jax.lax.stop_gradient(_flat(x0)), jax.lax.stop_gradient(_flat(x1))
-    # Direct differences, not the Gram form: the assignment must see exact small costs.
-    cost = jnp.sum((a[:, None, :] - b[None, :, :]) ** 2, axis=-1)
-    return jax.pure_callback(
-        _assignment_host,
-        jax.ShapeDtypeStruct((x0.shape[0],), jnp.int32),
-        cost,
-        vmap_method="sequential",
-    )
-
-
 @struct.dataclass
 class ExactOTCoupling(Coupling):
-    """Exact minibatch OT for the squared Euclidean cost (OT-CFM, Tong et al. sec. 3.2):
-    ``x1`` permuted by :func:`optimal_assignment`."""
+    """Exact minibatch OT for the squared Euclidean cost (OT-CFM, Tong et al. sec. 3.2).
 
-    def pair(self, key, x0, x1):
-        check_batches(x0, x1)
-        return x0, x1[optimal_assignment(x0, x1)]
-
-
-@functools.partial(jax.jit, static_argnames=("threshold", "max_iterations"))
-def sinkhorn_log_plan(
-    x0: Array, x1: Array, epsilon, *, threshold: float = 1e-3, max_iterations: int = 1000
-) -> Array:
-    """Log of the entropic OT plan between uniform batches: ``(n, m)``.
-
-    ``P = argmin <P, C> - epsilon H(P)`` over couplings of the uniform measures, with
-    ``C_ij = |x0_i - x1_j|^2`` (absolute units), solved by log-domain Sinkhorn (OTT).
+    ``x1`` permuted by :func:`wgdiff.metrics.exact_assignment`, the permutation ``s``
+    minimizing ``sum_i |x0_i - x1_s(i)|^2`` (the exact plan between two uniform
+    ``n``-point measures is a permutation, Birkhoff).
     """
-    a, b = jax.lax.stop_gradient(_flat(x0)), jax.lax.stop_gradient(_flat(x1))
-    geom = pointcloud.PointCloud(a, b, epsilon=epsilon)
-    solver = sinkhorn.Sinkhorn(threshold=threshold, max_iterations=max_iterations)
-    out = solver(linear_problem.LinearProblem(geom))
-    # OTT's potentials absorb the uniform weights: P_ij = exp((f_i + g_j - C_ij) / eps).
-    return (out.f[:, None] + out.g[None, :] - geom.cost_matrix) / epsilon
+
+    def pair(self, key: PRNGKey | None, x0: Array, x1: Array) -> tuple[Array, Array]:
+        check_batches(x0, x1)
+        return x0, x1[exact_assignment(_flat(x0), _flat(x1))]
 
 
-def sample_plan(key: PRNGKey, x0: Array, x1: Array, log_plan: Array) -> tuple[Array, Array]:
+def _draw_from_plan(key: PRNGKey, x0: Array, x1: Array, log_plan: Array) -> tuple[Array, Array]:
     """Pairs drawn from the plan ``P``, stratified over its rows.
 
     Every source row ``i`` is kept once and its partner ``j ~ P[i, :] / sum_j P[i, j]``
@@ -140,12 +108,14 @@ def sample_plan(key: PRNGKey, x0: Array, x1: Array, log_plan: Array) -> tuple[Ar
     carry mass ``1/n``, the pairs are draws from ``P`` (Tong et al. Alg. 1 draws ``i``
     too, with replacement; stratifying removes that variance). ``O(n m)`` work.
     """
-    j = jax.random.categorical(key, log_plan, axis=-1)
-    return x0, x1[j]
+    return x0, x1[jax.random.categorical(key, log_plan, axis=-1)]
 
 
-def _mean_cost(x0, x1):
-    return jnp.mean(squared_distances(_flat(x0), _flat(x1)))
+def _entropic_pairs(key, x0, x1, epsilon, threshold, max_iterations):
+    log_plan = sinkhorn_log_plan(
+        _flat(x0), _flat(x1), epsilon=epsilon, threshold=threshold, max_iterations=max_iterations
+    )
+    return _draw_from_plan(key, x0, x1, log_plan)
 
 
 @struct.dataclass
@@ -157,7 +127,7 @@ class SinkhornCoupling(Coupling):
             distance ``mean_ij |x0_i - x1_j|^2`` when ``relative`` (scale free; 0.01
             is close to the exact plan on 2-D toy data), absolute otherwise.
         relative: see ``epsilon``.
-        threshold: Sinkhorn tolerance on the marginal error.
+        threshold: Sinkhorn tolerance on the L1 marginal error.
         max_iterations: Sinkhorn iteration cap.
     """
 
@@ -169,17 +139,12 @@ class SinkhornCoupling(Coupling):
     def __post_init__(self):
         check_positive(self.epsilon, "epsilon")
 
-    def pair(self, key, x0, x1):
+    def pair(self, key: PRNGKey, x0: Array, x1: Array) -> tuple[Array, Array]:
         check_batches(x0, x1)
-        eps = (
-            self.epsilon * jax.lax.stop_gradient(_mean_cost(x0, x1))
-            if self.relative
-            else (self.epsilon)
-        )
-        log_plan = sinkhorn_log_plan(
-            x0, x1, eps, threshold=self.threshold, max_iterations=self.max_iterations
-        )
-        return sample_plan(key, x0, x1, log_plan)
+        eps = jnp.asarray(self.epsilon, jnp.result_type(x0, float))
+        if self.relative:
+            eps = eps * jnp.mean(squared_distances(_flat(x0), _flat(x1)))
+        return _entropic_pairs(key, x0, x1, eps, self.threshold, self.max_iterations)
 
 
 @struct.dataclass
@@ -195,16 +160,10 @@ class SchrodingerBridgeCoupling(Coupling):
     def __post_init__(self):
         check_positive(self.sigma, "sigma")
 
-    def pair(self, key, x0, x1):
+    def pair(self, key: PRNGKey, x0: Array, x1: Array) -> tuple[Array, Array]:
         check_batches(x0, x1)
-        log_plan = sinkhorn_log_plan(
-            x0,
-            x1,
-            2.0 * self.sigma**2,
-            threshold=self.threshold,
-            max_iterations=self.max_iterations,
-        )
-        return sample_plan(key, x0, x1, log_plan)
+        eps = jnp.asarray(2.0 * self.sigma**2, jnp.result_type(x0, float))
+        return _entropic_pairs(key, x0, x1, eps, self.threshold, self.max_iterations)
 
 
 __all__ = [
@@ -214,7 +173,4 @@ __all__ = [
     "SchrodingerBridgeCoupling",
     "SinkhornCoupling",
     "check_batches",
-    "optimal_assignment",
-    "sample_plan",
-    "sinkhorn_log_plan",
 ]

@@ -33,11 +33,11 @@ import jax.numpy as jnp
 from flax import struct
 
 from wgdiff._checks import check_positive
-from wgdiff._types import Array
+from wgdiff._types import Array, ScoreFn, VelocityFn
 from wgdiff.sde import SDE, VPSDE, broadcast_time
 
 
-def diffusion_time(sde: SDE, t, eps: float):
+def diffusion_time(sde: SDE, t: Array | float, eps: float) -> Array:
     """Diffusion time ``s = T - t (T - eps)`` of flow time ``t``: ``t = 0 -> T`` (noise),
     ``t = 1 -> eps`` (data)."""
     return sde.T - jnp.asarray(t) * (sde.T - eps)
@@ -51,19 +51,21 @@ class ProbabilityPath(abc.ABC):
     """
 
     @abc.abstractmethod
-    def coefficients(self, t):
+    def coefficients(self, t: Array) -> tuple[Array, Array, Array]:
         """``(a(t), b(t), c(t))``, each the shape of ``t``; elementwise in ``t``."""
 
     def time_range(self) -> tuple[float, float]:
         """``(t_min, t_max)`` of the training times ``t ~ U(t_min, t_max)``."""
         return 0.0, 1.0
 
-    def coefficients_and_rates(self, t):
+    def coefficients_and_rates(
+        self, t: Array | float
+    ) -> tuple[tuple[Array, Array, Array], tuple[Array, Array, Array]]:
         """``((a, b, c), (a', b', c'))`` at ``t`` (scalar or ``(n,)``)."""
         t = jnp.asarray(t)
         return jax.jvp(self.coefficients, (t,), (jnp.ones_like(t),))
 
-    def sample(self, x0, x1, t, z) -> tuple[Array, Array]:
+    def sample(self, x0: Array, x1: Array, t: Array, z: Array) -> tuple[Array, Array]:
         """Point on the conditional path and its conditional velocity.
 
         Args:
@@ -91,7 +93,7 @@ class LinearPath(ProbabilityPath):
         if not float(self.sigma) >= 0.0:
             raise ValueError(f"sigma must be >= 0, got {self.sigma!r}")
 
-    def coefficients(self, t):
+    def coefficients(self, t: Array) -> tuple[Array, Array, Array]:
         return 1.0 - t, t, jnp.full_like(t, self.sigma)
 
 
@@ -104,7 +106,7 @@ class CosinePath(ProbabilityPath):
     interpolant, SiT's "GVP").
     """
 
-    def coefficients(self, t):
+    def coefficients(self, t: Array) -> tuple[Array, Array, Array]:
         angle = 0.5 * jnp.pi * t
         return jnp.cos(angle), jnp.sin(angle), jnp.zeros_like(t)
 
@@ -131,7 +133,7 @@ class VPPath(ProbabilityPath):
         if not 0.0 < self.eps < self.sde.T:
             raise ValueError(f"eps must lie in (0, T) = (0, {self.sde.T}), got {self.eps!r}")
 
-    def coefficients(self, t):
+    def coefficients(self, t: Array) -> tuple[Array, Array, Array]:
         m, std = self.sde.marginal_coeffs(diffusion_time(self.sde, t, self.eps))
         return std, m, jnp.zeros_like(t)
 
@@ -154,14 +156,14 @@ class SchrodingerBridgePath(ProbabilityPath):
         if not 0.0 < self.t_eps < 0.5:
             raise ValueError(f"t_eps must lie in (0, 0.5), got {self.t_eps!r}")
 
-    def coefficients(self, t):
+    def coefficients(self, t: Array) -> tuple[Array, Array, Array]:
         return 1.0 - t, t, self.sigma * jnp.sqrt(t * (1.0 - t))
 
     def time_range(self) -> tuple[float, float]:
         return self.t_eps, 1.0 - self.t_eps
 
 
-def probability_flow_velocity(sde: SDE, score_fn, *, eps: float = 1e-3):
+def probability_flow_velocity(sde: SDE, score_fn: ScoreFn, *, eps: float = 1e-3) -> VelocityFn:
     """A score model's probability-flow ODE as a flow-time velocity on ``[0, 1]``.
 
     ``u(x, t) = -(T - eps) v_pf(x, s(t))`` with ``v_pf = f - g^2 score / 2`` and
