@@ -38,6 +38,9 @@ def test_notebook_committed_with_outputs(path):
     assert not errors, f"{path.name}: saved with an error output {errors[0].get('ename')}"
 
 
+# Executing all notebooks costs several CPU-minutes (seven kernels, each compiling and
+# training): part of the slow run; the default run checks the committed outputs above.
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_executes(path, tmp_path):
     nb = nbformat.read(path, as_version=4)
