@@ -36,7 +36,6 @@ Run: ``python experiments/wasserstein_bound.py [--quick] [--out DIR]``.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import math
 import os
@@ -52,9 +51,17 @@ import optax
 
 from wgdiff import bounds
 from wgdiff.data import toy
-from wgdiff.losses import dsm_loss
+from wgdiff.losses import dsm_objective
 from wgdiff.metrics import sliced_w2
 from wgdiff.sde import VPSDE
+from wgdiff.train import (
+    clip_params,
+    create_train_state,
+    dataset_sampler,
+    fit,
+    make_train_step,
+    spectral_normalize,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DATASETS = ("one_gaussian", "two_moons", "four_clusters")
@@ -70,6 +77,8 @@ EPOCH_SIZE = {"one_gaussian": 5000, "two_moons": 5000, "four_clusters": 4000}
 REGULARIZERS = ("none", "weight_clip", "spectral_norm")
 WEIGHT_CLIP = 0.1
 SAMPLER_RTOL = 0.02
+# The authors' optimizer: AdamW lr 1e-3, weight decay 0.01, gradient norm clipped at 1.
+OPTIMIZER = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-3, weight_decay=0.01))
 
 
 def make_sde(T: float) -> VPSDE:
@@ -105,58 +114,36 @@ def authors_grid() -> jax.Array:
     return jnp.stack(jnp.meshgrid(ticks, ticks, indexing="ij"), -1).reshape(-1, 2)
 
 
-def spectral_normalize(params):
-    """Divide every Dense kernel by its largest singular value (exact, not power iteration)."""
-
-    def norm(path, leaf):
-        if path[-1].key == "kernel":
-            return leaf / jnp.linalg.norm(leaf, ord=2)
-        return leaf
-
-    return jax.tree_util.tree_map_with_path(norm, params)
-
-
 def make_apply(model: nn.Module, regularizer: str):
-    """``apply(params, x, t)``; spectral normalization is a reparametrization of the kernels."""
+    """``apply(params, x, t)``; spectral normalization reparametrizes the kernels.
+
+    With ``"spectral_norm"`` the net always sees its Dense kernels divided by their
+    exact largest singular value (``wgdiff.train.spectral_normalize``) while the
+    optimizer moves the raw kernels.
+    """
     if regularizer == "spectral_norm":
         return lambda params, x, t: model.apply(spectral_normalize(params), x, t)
     return model.apply
 
 
-def make_trainer(sde, apply, regularizer: str, eps: float, lr: float = 1e-3):
-    """Jitted ``run(params, opt_state, key, data, n_steps, sign)`` over ``n_steps`` batches.
+def make_steps(sde, apply, regularizer: str, eps: float) -> dict:
+    """The two jitted ``wgdiff.train`` steps, ``{"maximize": ..., "minimize": ...}``.
 
-    ``sign = -1`` maximizes the loss (the authors' first 10 epochs). Weight clipping
-    projects every parameter onto ``[-0.1, 0.1]`` after each step (WGAN-style).
+    Both share ``OPTIMIZER`` (one optimizer state runs through both phases) and no
+    EMA (the authors evaluate the raw parameters). ``"maximize"`` descends the
+    negated likelihood-weighted DSM loss (the authors' first 10 epochs). Weight
+    clipping is the post-update transform ``clip_params(0.1)`` (WGAN-style).
     """
-    optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(lr, weight_decay=0.01))
+    post_update = clip_params(WEIGHT_CLIP) if regularizer == "weight_clip" else None
+    loss = dsm_objective(sde, apply, weighting="likelihood", eps=eps)
 
-    def loss_fn(params, key, batch, sign):
-        return sign * dsm_loss(
-            key, sde, functools.partial(apply, params), batch, weighting="likelihood", eps=eps
-        )
+    def negated(params, key, batch):
+        return -loss(params, key, batch)
 
-    @functools.partial(jax.jit, static_argnames="n_steps")
-    def run(params, opt_state, key, data, n_steps, sign):
-        def step(carry, k):
-            params, opt_state = carry
-            k_batch, k_loss = jax.random.split(k)
-            idx = jax.random.randint(k_batch, (BATCH,), 0, data.shape[0])
-            grads = jax.grad(loss_fn)(params, k_loss, data[idx], sign)
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            params = optax.apply_updates(params, updates)
-            if regularizer == "weight_clip":
-                params = jax.tree_util.tree_map(
-                    lambda p: jnp.clip(p, -WEIGHT_CLIP, WEIGHT_CLIP), params
-                )
-            return (params, opt_state), None
-
-        (params, opt_state), _ = jax.lax.scan(
-            step, (params, opt_state), jax.random.split(key, n_steps)
-        )
-        return params, opt_state
-
-    return optimizer, run
+    return {
+        phase: make_train_step(fn, OPTIMIZER, ema_decay=0.0, post_update=post_update)
+        for phase, fn in (("maximize", negated), ("minimize", loss))
+    }
 
 
 def _float(x) -> float:
@@ -320,29 +307,46 @@ def train_and_trace(
     sde = make_sde(T)
     eps = cfg["eps_fraction"] * T
     model, apply, cache = model_and_apply(T, regularizer)
-    k_data, k_init, k_train = jax.random.split(key, 3)
+    k_data, k_init, k_state, k_batches, k_eval = jax.random.split(key, 5)
     data = toy.get(name)(k_data, EPOCH_SIZE[name])
     params = model.init(k_init, data[:2], jnp.zeros((2,)))
-    optimizer, run = make_trainer(sde, apply, regularizer, eps)
-    opt_state = optimizer.init(params)
+    if regularizer == "weight_clip":
+        params = clip_params(WEIGHT_CLIP)(params)
+    if (regularizer, eps) not in cache.setdefault("steps", {}):
+        cache["steps"][regularizer, eps] = make_steps(sde, apply, regularizer, eps)
+    steps = cache["steps"][regularizer, eps]
+    state = create_train_state(k_state, params, OPTIMIZER)
+    sample_batch = dataset_sampler(data, BATCH)
     true_score_fn = toy.mixture(name).score_fn(sde) if name in toy.MIXTURE_NAMES else None
     ctx = make_context(sde, apply, cfg, eps, true_score_fn, cache)
     steps_per_epoch = EPOCH_SIZE[name] // BATCH
+    last_max_step = cfg["max_epochs"] * steps_per_epoch if maximize else 0
     epochs = checkpoint_epochs(cfg, maximize) if epochs_to_eval is None else epochs_to_eval
-    trace, snapshots, done = [], {}, 0
+    trace, snapshots = [], {}
     for epoch in epochs:
-        # the sign of each epoch: maximize during the first max_epochs epochs
-        for e in range(done + 1, epoch + 1):
-            k_train, k_run = jax.random.split(k_train)
-            sign = -1.0 if maximize and e <= cfg["max_epochs"] else 1.0
-            params, opt_state = run(params, opt_state, k_run, data, steps_per_epoch, sign)
-        done = epoch
-        k_train, k_eval = jax.random.split(k_train)
-        row, batch, extra = evaluate_checkpoint(k_eval, ctx, params, data)
-        phase = "maximize" if maximize and epoch <= cfg["max_epochs"] else "minimize"
-        trace.append({"epoch": epoch, "step": epoch * steps_per_epoch, "phase": phase, **row})
+        # wgdiff.train.fit up to the end of this epoch: the maximizing step until the end of
+        # epoch max_epochs, then the minimizing one (the batch of step i is drawn from
+        # fold_in(k_batches, i), so the segments make one run)
+        end = epoch * steps_per_epoch
+        for phase, stop in (("maximize", min(end, last_max_step)), ("minimize", end)):
+            if stop > int(state.step):
+                state, _ = fit(
+                    state,
+                    steps[phase],
+                    sample_batch,
+                    stop,
+                    data_key=k_batches,
+                    log_every=steps_per_epoch,
+                    progress=False,
+                )
+        row, batch, extra = evaluate_checkpoint(
+            jax.random.fold_in(k_eval, epoch), ctx, state.params, data
+        )
+        phase = "maximize" if end <= last_max_step else "minimize"
+        trace.append({"epoch": epoch, "step": end, "phase": phase, **row})
         if extra is not None:
             snapshots[phase] = (batch, extra[0])
+    params = state.params
     return {
         "sde": sde,
         "ctx": ctx,
@@ -660,20 +664,24 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
+# Sized before the run to finish in ~15 CPU-minutes on the shared 2-core machine (measured
+# beforehand: ~1 CPU-s per checkpoint whose sampler converges at 312 steps, ~40 CPU-s for one
+# that runs every level to 9984 steps): 26 checkpoints per data set, at most 5 halvings
+# (4992 steps), three horizons.
 FULL = {
     "epochs": 250,
     "max_epochs": 10,
-    "dense_epochs": 20,
-    "sparse_every": 20,
+    "dense_epochs": 10,
+    "sparse_every": 40,
     "reg_epochs": [1, 5, 10, 30, 100, 250],
     "n_times": 40,
     "eps_fraction": 0.01,
     "n_noise": 4,
     "substeps": 4,
-    "max_level": 6,
+    "max_level": 5,
     "refine_steps": 100,
     "n_pair_points": 512,
-    "horizons": [10.0, 50.0, 100.0, 200.0],
+    "horizons": [10.0, 100.0, 200.0],
     "profile_T": 100.0,
     "regularizers": list(REGULARIZERS),
 }
@@ -699,10 +707,11 @@ QUICK = {
 PARTS = (*DATASETS, "regularization", "horizon")
 
 
-def _cost(start, cpu_start) -> dict:
+def _cost(start, cpu_start, load_start) -> dict:
     return {
         "wall_seconds": time.perf_counter() - start,
         "cpu_seconds": time.process_time() - cpu_start,
+        "load_average_start": load_start,
         "load_average_end": list(os.getloadavg()),
         "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
@@ -718,6 +727,7 @@ def _snapshot(runs_entry) -> dict:
 def run_part(part: str, cfg: dict, seed: int) -> dict:
     """One independent part (a data set, Fig. 3 or Fig. 4) with its own key and cost record."""
     start, cpu_start = time.perf_counter(), time.process_time()
+    load_start = list(os.getloadavg())
     key = jax.random.fold_in(jax.random.key(seed), PARTS.index(part))
     if part in DATASETS:
         run = train_and_trace(key, part, cfg)
@@ -730,7 +740,7 @@ def run_part(part: str, cfg: dict, seed: int) -> dict:
         out = regularization_study(key, cfg)
     else:
         out = time_horizon_study(key, cfg)
-    out["cost"] = _cost(start, cpu_start)
+    out["cost"] = _cost(start, cpu_start, load_start)
     return out
 
 
@@ -783,8 +793,8 @@ def merge(parts: dict, cfg: dict, quick: bool, seed: int) -> dict:
         "load_average_end"
     ]
     results["machine_note"] = (
-        "2 CPU cores shared with about 7 other agents; the parts ran as separate processes "
-        "(nice 5); wall time is inflated by the load"
+        "2 CPU cores shared with about 5 other agents and the lead's test runs; the parts ran "
+        "one after another in one process (nice 10); wall time is inflated by the load"
     )
     return results
 
@@ -832,8 +842,8 @@ DEVIATIONS = [
     "start_offset = sqrt(E|x_eps - x_0|^2) >= W2(p_0, p_eps) so that it covers "
     "W2(data, generated) exactly.",
     "Generation: reverse-SDE Euler-Maruyama with 4 steps per grid interval, halved on one "
-    "Brownian path until the RMS change of the samples is <= 2% of W2 (at most 6 halvings, "
-    "9984 steps); a checkpoint that never meets this is kept and flagged sampler_converged = "
+    "Brownian path until the RMS change of the samples is <= 2% of W2 (at most 5 halvings, "
+    "4992 steps); a checkpoint that never meets this is kept and flagged sampler_converged = "
     "False. W2 is exact (assignment) between the 1024-point batch and its 1024 samples; the "
     "authors used POT's sliced W2 on 128 points (sliced_w2 is recorded too).",
     "J_DSM sums the squared error over both coordinates; the authors' notebook averaged "
@@ -841,13 +851,16 @@ DEVIATIONS = [
     "Training draws batches with replacement and t ~ U(eps, T) instead of epochs over the "
     "set and 10 discrete steps. Length: a stated fraction of the authors' 1000 epochs "
     "(config.fraction_of_authors_length), evaluated at the end of the epochs listed by "
-    "checkpoint_epochs (every epoch while maximizing and for 20 epochs after, then every "
-    "20th) instead of every epoch, to fit the shared-CPU budget.",
+    "checkpoint_epochs (every epoch while maximizing and for 10 epochs after, then every "
+    "40th, and the last) instead of every epoch, to fit the shared-CPU budget; the "
+    "regularized nets at the end of epochs reg_epochs; the time-horizon study at three T.",
     "The net follows the paper's text (ReLU, skip connection at the output); the authors' "
     "notebook has softplus and no skip in ConditionalModel.",
     "Spectral normalization divides every Dense kernel by its exact largest singular "
     "value in the forward pass (the authors used torch power iteration); weight clipping "
-    "clips every parameter to [-0.1, 0.1] after each step.",
+    "clips every parameter to [-0.1, 0.1] after each step (wgdiff.train's clip_params as "
+    "the post-update transform). Training runs through wgdiff.train (make_train_step + fit): "
+    "one AdamW state through both phases, no EMA (the raw parameters are evaluated).",
     "Time-horizon study: no maximization phase, W2(p_0, q_0) from the prior start on "
     "1024 points; W2(p_T, q_T) is replaced by its synchronous-coupling upper bound "
     "sqrt(m_T^2 E|x0|^2 + (s_T - prior_std)^2 d).",
