@@ -666,8 +666,8 @@ def plot(results: dict, path: Path) -> None:
 
 # Sized before the run to finish in ~15 CPU-minutes on the shared 2-core machine (measured
 # beforehand: ~1 CPU-s per checkpoint whose sampler converges at 312 steps, ~40 CPU-s for one
-# that runs every level to 9984 steps): 26 checkpoints per data set, at most 5 halvings
-# (4992 steps), three horizons.
+# that runs every level to 9984 steps): 26 checkpoints per data set, at most 4 halvings
+# (2496 steps), three horizons.
 FULL = {
     "epochs": 250,
     "max_epochs": 10,
@@ -678,7 +678,7 @@ FULL = {
     "eps_fraction": 0.01,
     "n_noise": 4,
     "substeps": 4,
-    "max_level": 5,
+    "max_level": 4,
     "refine_steps": 100,
     "n_pair_points": 512,
     "horizons": [10.0, 100.0, 200.0],
@@ -842,8 +842,8 @@ DEVIATIONS = [
     "start_offset = sqrt(E|x_eps - x_0|^2) >= W2(p_0, p_eps) so that it covers "
     "W2(data, generated) exactly.",
     "Generation: reverse-SDE Euler-Maruyama with 4 steps per grid interval, halved on one "
-    "Brownian path until the RMS change of the samples is <= 2% of W2 (at most 5 halvings, "
-    "4992 steps); a checkpoint that never meets this is kept and flagged sampler_converged = "
+    "Brownian path until the RMS change of the samples is <= 2% of W2 (at most 4 halvings, "
+    "2496 steps); a checkpoint that never meets this is kept and flagged sampler_converged = "
     "False. W2 is exact (assignment) between the 1024-point batch and its 1024 samples; the "
     "authors used POT's sliced W2 on 128 points (sliced_w2 is recorded too).",
     "J_DSM sums the squared error over both coordinates; the authors' notebook averaged "

@@ -52,7 +52,7 @@ import numpy as np
 import optax
 
 from wgdiff._checks import check_finite, check_ndim, check_positive_int, is_concrete
-from wgdiff._types import ScoreFn
+from wgdiff._types import Array, ArrayLike, PRNGKey, ScoreFn
 from wgdiff.geometry import map_row_chunks
 from wgdiff.metrics import w2
 from wgdiff.samplers._common import as_pytree_callable
@@ -134,7 +134,7 @@ def _trapezoid(values, times):
     return jnp.sum(0.5 * (values[1:] + values[:-1]) * jnp.diff(times))
 
 
-def time_grid(sde: SDE, n_times: int = 64, eps: float = 1e-3):
+def time_grid(sde: SDE, n_times: int = 64, eps: float = 1e-3) -> Array:
     """A grid on ``[eps, T]`` fine near ``eps`` and uniform elsewhere: ``(n_times,)``.
 
     Half the nodes are geometric from ``eps`` (the DSM integrand behaves like
@@ -254,14 +254,14 @@ def _osl_single(
 
 def one_sided_lipschitz(
     score_fn: ScoreFn,
-    points,
-    t,
+    points: ArrayLike,
+    t: ArrayLike,
     *,
     refine_steps: int = 0,
     refine_pairs: int = 8,
     learning_rate: float | None = None,
     chunk_size: int = 256,
-):
+) -> Array:
     """One-sided Lipschitz constant of ``x -> s(x, t)`` estimated from points (Kwon eq. 9).
 
     ``L = max_{j != k} (s(x_j) - s(x_k)).(x_j - x_k) / |x_j - x_k|^2`` over the given
@@ -304,7 +304,7 @@ def one_sided_lipschitz(
     )
 
 
-def local_one_sided_lipschitz(score_fn: ScoreFn, points, t):
+def local_one_sided_lipschitz(score_fn: ScoreFn, points: ArrayLike, t: ArrayLike) -> Array:
     """``lambda_max((J + J^T) / 2)`` of the Jacobian of ``s(., t)`` at each point: ``(p,)``.
 
     For a C^1 field the supremum of this over a convex set is the one-sided
@@ -323,16 +323,16 @@ def local_one_sided_lipschitz(score_fn: ScoreFn, points, t):
 
 def lipschitz_profile(
     score_fn: ScoreFn,
-    points,
-    times,
+    points: ArrayLike,
+    times: ArrayLike,
     *,
     per_time: bool = False,
     refine_steps: int = 0,
     refine_pairs: int = 8,
     learning_rate: float | None = None,
     chunk_size: int = 256,
-    box=None,
-):
+    box: tuple[ArrayLike, ArrayLike] | None = None,
+) -> Array:
     """``L_s(t)`` at each of ``times (k,)``: ``(k,)``.
 
     Args:
@@ -466,7 +466,14 @@ def _check_path_args(sde, x_init, times):
 
 
 def reverse_sde_path(
-    key, sde: SDE, score_fn: ScoreFn, x_init, times, *, substeps: int = 4, level: int = 0
+    key: PRNGKey,
+    sde: SDE,
+    score_fn: ScoreFn,
+    x_init: ArrayLike,
+    times: ArrayLike,
+    *,
+    substeps: int = 4,
+    level: int = 0,
 ) -> jax.Array:
     """Euler-Maruyama on the reverse SDE from ``times[-1]`` to ``times[0]``, recorded at ``times``.
 
@@ -498,17 +505,28 @@ def reverse_sde_path(
     return _em_path(key, sde, as_pytree_callable(score_fn), x_init, grid, substeps, level)
 
 
+def _w2_rescaled(a: np.ndarray, b: np.ndarray) -> float:
+    """``W2(a, b)`` computed on ``a / c, b / c`` times ``c``, ``c`` the largest coordinate.
+
+    W2 is positively homogeneous, so this is the same number; the rescaling keeps the
+    squared costs inside the exact solver's range for samples of a diverging sampler
+    (finite but ~1e20 and beyond, where ``wgdiff.metrics.w2`` overflows).
+    """
+    c = max(float(np.max(np.abs(a))), float(np.max(np.abs(b))), 1.0)
+    return c * w2(a / c, b / c)
+
+
 def converged_reverse_path(
-    key,
+    key: PRNGKey,
     sde: SDE,
     score_fn: ScoreFn,
-    x_init,
-    times,
+    x_init: ArrayLike,
+    times: ArrayLike,
     *,
     substeps: int = 4,
     max_level: int = 6,
     rtol: float = 0.02,
-    reference=None,
+    reference: ArrayLike | None = None,
 ) -> ReversePath:
     """Halve the Euler-Maruyama step until the samples stop moving (a converged sampler).
 
@@ -550,7 +568,7 @@ def converged_reverse_path(
         scale = np.nan
         if finite:
             if reference is not None:
-                scale = w2(reference, final)
+                scale = _w2_rescaled(reference, final)
                 w2s.append(scale)
             else:
                 scale = float(np.sqrt(np.mean(np.sum((final - final.mean(0)) ** 2, -1))))
@@ -587,7 +605,7 @@ class RegionLipschitz(NamedTuple):
     upper: jax.Array
 
 
-def forward_noised(key, sde: SDE, x0, times) -> jax.Array:
+def forward_noised(key: PRNGKey, sde: SDE, x0: ArrayLike, times: ArrayLike) -> jax.Array:
     """``x_t = m(t) x0 + s(t) z`` at each time, fresh noise per time: ``(k, n, *event)``."""
     x0 = jnp.asarray(x0)
     noise = jax.random.normal(key, (times.shape[0],) + x0.shape, x0.dtype)
@@ -604,12 +622,12 @@ def _subsample_union(data_t, traj_t, n_pair_points):
 
 
 def region_lipschitz(
-    key,
+    key: PRNGKey,
     sde: SDE,
     score_fn: ScoreFn,
-    x0,
-    trajectory,
-    times,
+    x0: ArrayLike,
+    trajectory: ArrayLike,
+    times: ArrayLike,
     *,
     n_pair_points: int = 512,
     refine_steps: int = 100,
@@ -687,7 +705,7 @@ def region_lipschitz(
     )
 
 
-def outside_share(points, lower, upper) -> jax.Array:
+def outside_share(points: ArrayLike, lower: ArrayLike, upper: ArrayLike) -> jax.Array:
     """Share of ``points (k, n, *event)`` outside the box ``[lower, upper]`` (``(k, D)``): ``(k,)``.
 
     A point counts as outside when any coordinate leaves the box by more than
@@ -709,7 +727,7 @@ def outside_share(points, lower, upper) -> jax.Array:
 
 
 # ------------------------------------------------------------ integrating factor
-def drift_lipschitz(sde: SDE, t):
+def drift_lipschitz(sde: SDE, t: ArrayLike) -> Array:
     """``L_f(t)`` of the affine drift ``f = -a(t) x`` (Kwon eq. 8): ``|a(t)|``.
 
     For the VP SDE ``a = beta / 2``, as in the authors' code.
@@ -717,7 +735,7 @@ def drift_lipschitz(sde: SDE, t):
     return jnp.abs(sde.drift_coeff(jnp.asarray(t)))
 
 
-def integrating_factor(sde: SDE, times, lipschitz):
+def integrating_factor(sde: SDE, times: ArrayLike, lipschitz: ArrayLike) -> Array:
     """``I(t_j) = exp(int_{t_0}^{t_j} L_f + L_s g^2 dr)`` (Kwon eq. 15), trapezoid rule.
 
     Args:
@@ -737,7 +755,9 @@ def integrating_factor(sde: SDE, times, lipschitz):
     return jnp.exp(_log_integrating_factor(sde, times, lipschitz))
 
 
-def bound_weight_integral(sde: SDE, times, integrating_factor_values):
+def bound_weight_integral(
+    sde: SDE, times: ArrayLike, integrating_factor_values: ArrayLike
+) -> Array:
     """``int g^2 I^2 dt`` over the grid (Kwon eq. 16), trapezoid rule."""
     times = _check_times(times, sde.T)
     return _trapezoid(sde.diffusion(times) ** 2 * integrating_factor_values**2, times)
@@ -788,7 +808,9 @@ def _check_objective_args(sde, x0, times, n_noise):
     return x0, times, check_positive_int(n_noise, "n_noise")
 
 
-def denoising_objective(key, sde: SDE, score_fn: ScoreFn, x0, times, *, n_noise: int = 1):
+def denoising_objective(
+    key: PRNGKey, sde: SDE, score_fn: ScoreFn, x0: ArrayLike, times: ArrayLike, *, n_noise: int = 1
+) -> Array:
     """``J_DSM = 1/2 int g^2 E |s(x_t, t) - grad log p_{0t}(x_t | x_0)|^2 dt`` (Kwon eq. 20).
 
     ``lambda = g^2``; the time integral is the trapezoid rule on ``times`` and the
@@ -800,8 +822,15 @@ def denoising_objective(key, sde: SDE, score_fn: ScoreFn, x0, times, *, n_noise:
 
 
 def score_objective(
-    key, sde: SDE, score_fn: ScoreFn, true_score_fn: ScoreFn, x0, times, *, n_noise: int = 1
-):
+    key: PRNGKey,
+    sde: SDE,
+    score_fn: ScoreFn,
+    true_score_fn: ScoreFn,
+    x0: ArrayLike,
+    times: ArrayLike,
+    *,
+    n_noise: int = 1,
+) -> Array:
     """``J_SM = 1/2 int g^2 E_{p_t} |grad log p_t - s|^2 dt`` (Kwon eq. 5, ``lambda = g^2``).
 
     ``true_score_fn(x, t)`` is the score of the perturbed data distribution; ``x_t``
@@ -813,7 +842,7 @@ def score_objective(
     return 0.5 * _trapezoid(sde.diffusion(times) ** 2 * err, times)
 
 
-def prior_w2_upper_bound(sde: SDE, x0):
+def prior_w2_upper_bound(sde: SDE, x0: ArrayLike) -> Array:
     """Upper bound on ``W2(p_T, N(0, prior_std^2 I))`` by the synchronous coupling.
 
     ``x_T = m x0 + s z`` against ``y = prior_std z`` with the same ``z`` gives
@@ -828,7 +857,7 @@ def prior_w2_upper_bound(sde: SDE, x0):
     return jnp.sqrt(m**2 * second + (s - sde.prior_std()) ** 2 * d)
 
 
-def start_offset(sde: SDE, x0, t0):
+def start_offset(sde: SDE, x0: ArrayLike, t0: ArrayLike) -> Array:
     """Upper bound ``sqrt(E |x_{t0} - x_0|^2)`` on ``W2(p_0, p_{t0})``: scalar."""
     x0 = jnp.asarray(x0)
     m, s = sde.marginal_coeffs(jnp.asarray(t0))
@@ -838,19 +867,19 @@ def start_offset(sde: SDE, x0, t0):
 
 
 def wasserstein_bound(
-    key,
+    key: PRNGKey,
     sde: SDE,
     score_fn: ScoreFn,
-    x0,
+    x0: ArrayLike,
     *,
-    times=None,
+    times: ArrayLike | None = None,
     n_times: int = 64,
     eps: float = 1e-3,
-    trajectory=None,
-    lipschitz_points=None,
-    lipschitz=None,
+    trajectory: ArrayLike | None = None,
+    lipschitz_points: ArrayLike | None = None,
+    lipschitz: ArrayLike | None = None,
     true_score_fn: ScoreFn | None = None,
-    terminal_w2=0.0,
+    terminal_w2: ArrayLike = 0.0,
     n_noise: int = 4,
     refine_steps: int = 0,
     n_pair_points: int = 512,

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from wgdiff._checks import check_finite, check_ndim, check_positive_int
-from wgdiff._types import ScoreFn
+from wgdiff._types import Array, ArrayLike, PRNGKey, ScoreFn
 from wgdiff.sde import SDE
 
 ASYMMETRY_METHODS = ("exact", "projection")
@@ -51,14 +51,14 @@ def _per_example_time(t, n, dtype):
 
 def jacobian_asymmetry(
     score_fn: ScoreFn,
-    x,
-    t,
+    x: ArrayLike,
+    t: ArrayLike,
     *,
     method: str = "exact",
-    key=None,
+    key: PRNGKey | None = None,
     n_projections: int = 64,
     chunk_size: int = 16,
-):
+) -> Array:
     """Relative asymmetry ``|J - J^T|_F / |J|_F`` of ``J = d s(x, t) / dx`` per point.
 
     Zero for a conservative field (Vuong's DC). ``"exact"`` builds each ``d x d``
@@ -141,7 +141,7 @@ def _loop_terms(score_fn, loops, t):
     return work, size
 
 
-def loop_integral(score_fn: ScoreFn, loops, t):
+def loop_integral(score_fn: ScoreFn, loops: ArrayLike, t: ArrayLike) -> Array:
     """``oint s(x, t) . dx`` over closed polylines (Vuong's IC), trapezoid rule.
 
     Args:
@@ -157,7 +157,7 @@ def loop_integral(score_fn: ScoreFn, loops, t):
     return jnp.sum(work, axis=1)
 
 
-def loop_violation(score_fn: ScoreFn, loops, t):
+def loop_violation(score_fn: ScoreFn, loops: ArrayLike, t: ArrayLike) -> Array:
     """``|oint s . dx| / oint |s| |dx|`` in ``[0, 1]`` per loop: ``(m,)``.
 
     The circulation relative to the largest it could be for the same field
@@ -187,7 +187,9 @@ def _orthonormal_pair(key, shape, dtype):
     return u, v / jnp.linalg.norm(v, axis=-1, keepdims=True)
 
 
-def corrupted_circle_loops(key, sde: SDE, x0, t, n_points: int = 64):
+def corrupted_circle_loops(
+    key: PRNGKey, sde: SDE, x0: ArrayLike, t: ArrayLike, n_points: int = 64
+) -> Array:
     """Circles of corrupted samples around the mean ``m(t) x0`` of ``p(x_t | x0)``.
 
     Each loop lies in a random plane through ``m(t) x0`` with radius ``s(t) sqrt(d)``,
@@ -233,7 +235,14 @@ def _anchor_loops(key, sde, x0, t, n_anchors, points_per_edge):
     return path.reshape(m, n_anchors * points_per_edge, d), centre, frac, anchors, event
 
 
-def interpolated_loops(key, sde: SDE, x0, t, n_anchors: int = 4, points_per_edge: int = 16):
+def interpolated_loops(
+    key: PRNGKey,
+    sde: SDE,
+    x0: ArrayLike,
+    t: ArrayLike,
+    n_anchors: int = 4,
+    points_per_edge: int = 16,
+) -> Array:
     """Corrupted samples ``x_t^(1..K) ~ p(x_t | x0)`` joined by straight segments.
 
     Vuong's second mechanism: ``n_anchors`` corrupted samples of the same ``x0`` are
@@ -256,8 +265,14 @@ def _projected_point(centre, a, b, r_a, r_b, f):
 
 
 def projected_interpolated_loops(
-    key, sde: SDE, x0, t, n_anchors: int = 4, points_per_edge: int = 64, oversample: int = 16
-):
+    key: PRNGKey,
+    sde: SDE,
+    x0: ArrayLike,
+    t: ArrayLike,
+    n_anchors: int = 4,
+    points_per_edge: int = 64,
+    oversample: int = 16,
+) -> Array:
     """Interpolated loops projected back onto the shell of ``p(x_t | x0)``.
 
     Vuong's third mechanism: the points of each straight edge of

@@ -31,15 +31,17 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 
 from wgdiff._checks import check_finite, check_ndim
-from wgdiff._types import VelocityFn
+from wgdiff._types import Array, ArrayLike, PRNGKey, PyTree, ScoreFn, VelocityFn
 from wgdiff.sde import SDE, broadcast_time
 
 
-def conditional_wgf_velocity(sde: SDE, xt, noise, t):
+def conditional_wgf_velocity(sde: SDE, xt: ArrayLike, noise: ArrayLike, t: ArrayLike) -> Array:
     """``f(x_t, t) + g(t)^2 noise / (2 s(t))``, the WGF velocity of ``p(x_t | x0)``.
 
     Args:
@@ -61,14 +63,14 @@ WGF_WEIGHTINGS = ("uniform_score", "g4_over_4")
 
 
 def wgf_flow_matching_loss(
-    key,
+    key: PRNGKey,
     sde: SDE,
     velocity_fn: VelocityFn,
-    x0,
+    x0: ArrayLike,
     *,
     eps: float = 1e-3,
     weighting: str = "uniform_score",
-):
+) -> Array:
     """Vuong's flow matching onto the conditional WGF velocity, ``t ~ U(eps, T)``.
 
     The velocity residual is ``v - u = -g^2 / 2 (s_v - grad log p_{0t})`` with
@@ -109,8 +111,12 @@ def wgf_flow_matching_loss(
 
 
 def wgf_flow_matching_objective(
-    sde: SDE, apply_fn, *, eps: float = 1e-3, weighting: str = "uniform_score"
-):
+    sde: SDE,
+    apply_fn: Callable[[PyTree, Array, Array], Array],
+    *,
+    eps: float = 1e-3,
+    weighting: str = "uniform_score",
+) -> Callable[[PyTree, PRNGKey, Array], Array]:
     """``loss_fn(params, key, batch)`` for ``wgdiff.train`` from a velocity net's ``apply``.
 
     ``weighting`` as in :func:`wgf_flow_matching_loss`.
@@ -136,7 +142,7 @@ def wgf_flow_matching_objective(
     return loss_fn
 
 
-def velocity_to_score(sde: SDE, velocity_fn: VelocityFn):
+def velocity_to_score(sde: SDE, velocity_fn: VelocityFn) -> ScoreFn:
     """The score ``2 (f - v) / g^2`` implied by a WGF velocity model: ``score_fn(x, t)``."""
 
     def score_fn(x, t):
@@ -147,7 +153,7 @@ def velocity_to_score(sde: SDE, velocity_fn: VelocityFn):
     return score_fn
 
 
-def score_to_velocity(sde: SDE, score_fn):
+def score_to_velocity(sde: SDE, score_fn: ScoreFn) -> VelocityFn:
     """The WGF velocity ``f - g^2 s / 2`` of a score model: ``velocity_fn(x, t)``."""
 
     def velocity_fn(x, t):

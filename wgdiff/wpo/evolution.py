@@ -19,9 +19,16 @@ symmetrize only to remove round-off.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import jax.numpy as jnp
 
 from wgdiff._checks import check_finite, check_ndim
+from wgdiff._types import Array, ArrayLike
+
+if TYPE_CHECKING:
+    from wgdiff.sde import SDE
 
 
 def _check_precisions(precisions):
@@ -31,7 +38,7 @@ def _check_precisions(precisions):
     check_finite(precisions, "precisions")
 
 
-def evolve_affine(precisions, mean_coeff, std):
+def evolve_affine(precisions: ArrayLike, mean_coeff: ArrayLike, std: ArrayLike) -> Array:
     """Precisions after ``x -> m x + s eps``: ``Gamma (m^2 I + s^2 Gamma)^-1``.
 
     Args:
@@ -54,7 +61,7 @@ def evolve_affine(precisions, mean_coeff, std):
     return 0.5 * (evolved + jnp.swapaxes(evolved, -1, -2))
 
 
-def evolve(precisions, beta, t):
+def evolve(precisions: ArrayLike, beta: ArrayLike, t: ArrayLike) -> Array:
     """Heat-equation evolution of the precisions, ``(Gamma^-1 + beta^2 t I)^-1`` (Zhang Prop. 4.1).
 
     The mixture with these precisions (same centres) is ``eta(., t)``, the
@@ -79,7 +86,9 @@ def evolve(precisions, beta, t):
     return evolve_affine(precisions, 1.0, jnp.asarray(beta) * jnp.sqrt(jnp.asarray(t)))
 
 
-def evolve_mixture(centers, precisions, sde, t):
+def evolve_mixture(
+    centers: ArrayLike, precisions: ArrayLike, sde: SDE, t: ArrayLike
+) -> tuple[Array, Array]:
     """Mixture ``(centres, precisions)`` at forward time ``t`` of ``sde`` (any affine SDE).
 
     Args:
@@ -99,7 +108,9 @@ def evolve_mixture(centers, precisions, sde, t):
     return m * centers, evolve_affine(precisions, m, s)
 
 
-def marginal_mixture(centers, precisions, dims):
+def marginal_mixture(
+    centers: ArrayLike, precisions: ArrayLike, dims: Sequence[int]
+) -> tuple[Array, Array]:
     """Marginal of the mixture on coordinates ``dims`` (Zhang Fig. 4).
 
     A Gaussian's marginal keeps the sub-block of its *covariance*, not of its

@@ -31,13 +31,14 @@ import math
 import jax.numpy as jnp
 
 from wgdiff._checks import check_finite, check_ndim, check_positive
+from wgdiff._types import Array, ArrayLike
 from wgdiff.geometry import stream_softmax
 
 DEFAULT_CHUNK_SIZE = 256
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
-def check_mixture(x, centers, precisions) -> None:
+def check_mixture(x: ArrayLike, centers: ArrayLike, precisions: ArrayLike) -> None:
     """Eager shape/finiteness checks shared by the mixture functions."""
     check_ndim(x, 2, "x", "(n, d)")
     check_ndim(centers, 2, "centers", "(N, d)")
@@ -82,7 +83,9 @@ def _mixture_stream(x, centers, precisions, chunk_size, with_laplacian: bool):
     return stream_softmax(chunk_fn, (centers, precisions, log_norm, trace), x.shape[0], chunk_size)
 
 
-def log_density(x, centers, precisions, *, chunk_size: int = DEFAULT_CHUNK_SIZE):
+def log_density(
+    x: ArrayLike, centers: ArrayLike, precisions: ArrayLike, *, chunk_size: int = DEFAULT_CHUNK_SIZE
+) -> Array:
     """Log-density of the equal-weight mixture of ``N(Z_i, Gamma_i^-1)`` (Zhang eq. 25, normalized).
 
     Args:
@@ -106,7 +109,9 @@ def log_density(x, centers, precisions, *, chunk_size: int = DEFAULT_CHUNK_SIZE)
     return lse
 
 
-def kernel_score(x, centers, precisions, *, chunk_size: int = DEFAULT_CHUNK_SIZE):
+def kernel_score(
+    x: ArrayLike, centers: ArrayLike, precisions: ArrayLike, *, chunk_size: int = DEFAULT_CHUNK_SIZE
+) -> Array:
     """Score of the mixture, ``-sum_i softmax(y)_i Gamma_i (x - Z_i)`` (Zhang eq. 29).
 
     Args:
@@ -122,7 +127,9 @@ def kernel_score(x, centers, precisions, *, chunk_size: int = DEFAULT_CHUNK_SIZE
     return -means["gamma_diff"]
 
 
-def ism_terms(x, centers, precisions, *, chunk_size: int = DEFAULT_CHUNK_SIZE):
+def ism_terms(
+    x: ArrayLike, centers: ArrayLike, precisions: ArrayLike, *, chunk_size: int = DEFAULT_CHUNK_SIZE
+) -> tuple[Array, Array]:
     """Per-point score and implicit score-matching integrand, in closed form.
 
     Returns:
@@ -137,7 +144,9 @@ def ism_terms(x, centers, precisions, *, chunk_size: int = DEFAULT_CHUNK_SIZE):
     return score, integrand
 
 
-def ism_loss(x, centers, precisions, *, chunk_size: int = DEFAULT_CHUNK_SIZE):
+def ism_loss(
+    x: ArrayLike, centers: ArrayLike, precisions: ArrayLike, *, chunk_size: int = DEFAULT_CHUNK_SIZE
+) -> Array:
     """Implicit score-matching loss at the terminal time, closed form (Zhang eq. 30-31, Alg. 1).
 
     ``mean_x [ 2 pi^-1 Laplacian pi(x) - |grad log pi(x)|^2 ]``, which equals the
@@ -185,7 +194,9 @@ def _isotropic_stream(x, data, variance, chunk_size, log_norm: bool):
     return lse, mean_diff, var
 
 
-def empirical_kernel_score(x, data, variance, *, chunk_size: int = DEFAULT_CHUNK_SIZE):
+def empirical_kernel_score(
+    x: ArrayLike, data: ArrayLike, variance: ArrayLike, *, chunk_size: int = DEFAULT_CHUNK_SIZE
+) -> Array:
     """Score of the Gaussian-smoothed empirical distribution (Zhang eq. 23).
 
     ``grad log (1/M sum_j N(x; X_j, variance I))
@@ -211,7 +222,9 @@ def empirical_kernel_score(x, data, variance, *, chunk_size: int = DEFAULT_CHUNK
     return -mean_diff / var
 
 
-def empirical_log_density(x, data, variance, *, chunk_size: int = DEFAULT_CHUNK_SIZE):
+def empirical_log_density(
+    x: ArrayLike, data: ArrayLike, variance: ArrayLike, *, chunk_size: int = DEFAULT_CHUNK_SIZE
+) -> Array:
     """Log-density of ``1/M sum_j N(x; X_j, variance I)`` (a Gaussian KDE): ``(n,)``.
 
     This is the density that early stopping at ``variance`` samples from

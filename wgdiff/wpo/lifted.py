@@ -29,6 +29,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from wgdiff._checks import check_finite, check_ndim
+from wgdiff._types import Array, ArrayLike
 from wgdiff.wpo.kernel import DEFAULT_CHUNK_SIZE, check_mixture, stream_softmax
 
 
@@ -50,7 +51,7 @@ class LiftedWeights:
         return int(round((-1 + math.sqrt(1 + 4 * lifted)) / 2))
 
 
-def lift(x):
+def lift(x: ArrayLike) -> Array:
     """Lifting operator ``T(x) = [vec(x x^T); x]`` (Zhang eq. 32): ``(n, d) -> (n, d^2 + d)``.
 
     Example:
@@ -64,7 +65,7 @@ def lift(x):
     return jnp.concatenate([outer.reshape(x.shape[0], -1), x], axis=1)
 
 
-def lifted_weights(centers, precisions) -> LiftedWeights:
+def lifted_weights(centers: ArrayLike, precisions: ArrayLike) -> LiftedWeights:
     """Weights ``A, b`` of the lifted network equal to the mixture ``(centers, precisions)``.
 
     Args:
@@ -110,13 +111,17 @@ def _lifted_stream(x, weights: LiftedWeights, chunk_size):
     return stream_softmax(chunk_fn, (weights.weight, weights.bias), x.shape[0], chunk_size)
 
 
-def lifted_log_density(x, weights: LiftedWeights, *, chunk_size: int = DEFAULT_CHUNK_SIZE):
+def lifted_log_density(
+    x: ArrayLike, weights: LiftedWeights, *, chunk_size: int = DEFAULT_CHUNK_SIZE
+) -> Array:
     """``logsumexp(A T(x) + b)``: ``(n,)``, equal to ``log_density`` of the mixture."""
     lse, _ = _lifted_stream(x, weights, chunk_size)
     return lse
 
 
-def lifted_score(x, weights: LiftedWeights, *, chunk_size: int = DEFAULT_CHUNK_SIZE):
+def lifted_score(
+    x: ArrayLike, weights: LiftedWeights, *, chunk_size: int = DEFAULT_CHUNK_SIZE
+) -> Array:
     """Score as a shallow lifted network (Zhang eq. 34): ``(n, d)``.
 
     ``J_T(x)^T A^T softmax(A T(x) + b)``, equal to ``kernel_score`` of the mixture.

@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -31,12 +32,16 @@ from flax import struct
 from jax.tree_util import Partial
 
 from wgdiff._checks import check_finite, check_ndim, check_positive, check_positive_int
+from wgdiff._types import Array, ArrayLike, PRNGKey, ScoreFn
 from wgdiff.wpo.kernel import (
     DEFAULT_CHUNK_SIZE,
     check_mixture,
     empirical_kernel_score,
     stream_softmax,
 )
+
+if TYPE_CHECKING:
+    from wgdiff.sde import SDE
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -58,7 +63,9 @@ class WPOKernelModel:
     chunk_size: int = struct.field(pytree_node=False, default=DEFAULT_CHUNK_SIZE)
 
     @classmethod
-    def from_precisions(cls, centers, precisions, *, chunk_size: int = DEFAULT_CHUNK_SIZE):
+    def from_precisions(
+        cls, centers: ArrayLike, precisions: ArrayLike, *, chunk_size: int = DEFAULT_CHUNK_SIZE
+    ) -> WPOKernelModel:
         """Build from centres ``(N, d)`` and positive-definite precisions ``(N, d, d)``."""
         centers, precisions = jnp.asarray(centers), jnp.asarray(precisions)
         check_mixture(centers, centers, precisions)
@@ -76,19 +83,19 @@ class WPOKernelModel:
     def n_centers(self) -> int:
         return self.centers.shape[0]
 
-    def precisions(self, sde=None, t=0.0):
+    def precisions(self, sde: SDE | None = None, t: ArrayLike = 0.0) -> Array:
         """``(N, d, d)`` precisions at scalar time ``t`` of ``sde`` (``t = 0`` if no sde)."""
         m, s = self._coeffs(sde, t, None)
         lam = self.eigvals / (m**2 + s**2 * self.eigvals)
         return jnp.einsum("nij,nj,nkj->nik", self.eigvecs, lam, self.eigvecs)
 
-    def covariances(self, sde=None, t=0.0):
+    def covariances(self, sde: SDE | None = None, t: ArrayLike = 0.0) -> Array:
         """``(N, d, d)`` covariances ``m^2 Gamma^-1 + s^2 I`` at scalar time ``t``."""
         m, s = self._coeffs(sde, t, None)
         var = m**2 / self.eigvals + s**2
         return jnp.einsum("nij,nj,nkj->nik", self.eigvecs, var, self.eigvecs)
 
-    def evolved_centers(self, sde=None, t=0.0):
+    def evolved_centers(self, sde: SDE | None = None, t: ArrayLike = 0.0) -> Array:
         """``(N, d)`` centres ``m(t) Z_i`` at scalar time ``t``."""
         m, _ = self._coeffs(sde, t, None)
         return m * self.centers
@@ -110,7 +117,7 @@ class WPOKernelModel:
             m, s = jnp.broadcast_to(m, (n,)), jnp.broadcast_to(s, (n,))
         return m.astype(dtype), s.astype(dtype)
 
-    def kernel_stds(self):
+    def kernel_stds(self) -> Array:
         """``(N, d)`` standard deviation of each kernel along its eigenvectors, widest first."""
         return 1.0 / jnp.sqrt(self.eigvals)
 
@@ -133,7 +140,7 @@ class WPOKernelModel:
         floor = 1.0 / jnp.asarray(max_std, self.eigvals.dtype) ** 2
         return self.replace(eigvals=jnp.maximum(self.eigvals, floor))
 
-    def responsibilities(self, x, t=0.0, sde=None):
+    def responsibilities(self, x: ArrayLike, t: ArrayLike = 0.0, sde: SDE | None = None) -> Array:
         """``(N,)`` mean softmax weight of each kernel over the points ``x (n, d)``.
 
         ``r_i = 1/n sum_x softmax_i(y(x))``; ``sum_i r_i = 1``, so ``N r_i`` is the
@@ -196,17 +203,17 @@ class WPOKernelModel:
             chunk_fn, (self.centers, self.eigvals, self.eigvecs), n, self.chunk_size
         )
 
-    def log_prob(self, x, t=0.0, sde=None):
+    def log_prob(self, x: ArrayLike, t: ArrayLike = 0.0, sde: SDE | None = None) -> Array:
         """Log-density ``(n,)`` at forward time ``t`` (scalar or ``(n,)``) of ``sde``."""
         lse, _ = self._stream(x, sde, t)
         return lse
 
-    def score(self, x, t=0.0, sde=None):
+    def score(self, x: ArrayLike, t: ArrayLike = 0.0, sde: SDE | None = None) -> Array:
         """Score ``(n, d)`` at forward time ``t`` of ``sde`` (Zhang eq. 26; eq. 29 at t = 0)."""
         _, gamma_diff = self._stream(x, sde, t)
         return -gamma_diff
 
-    def score_fn(self, sde):
+    def score_fn(self, sde: SDE | None) -> ScoreFn:
         """A ``score_fn(x, t)`` for ``wgdiff.samplers``: the exact score of the evolved mixture.
 
         Returned as a ``jax.tree_util.Partial`` whose leaves are the model and
@@ -214,7 +221,7 @@ class WPOKernelModel:
         """
         return Partial(_model_score, self, sde)
 
-    def sample(self, key, n: int, t=0.0, sde=None):
+    def sample(self, key: PRNGKey, n: int, t: ArrayLike = 0.0, sde: SDE | None = None) -> Array:
         """``(n, d)`` exact draws of the mixture at scalar time ``t`` (no SDE simulated)."""
         n = check_positive_int(n, "n")
         m, s = self._coeffs(sde, t, None)
@@ -241,7 +248,7 @@ class EmpiricalKernelScore:
     sde: object
     chunk_size: int = struct.field(pytree_node=False, default=DEFAULT_CHUNK_SIZE)
 
-    def __call__(self, x, t):
+    def __call__(self, x: ArrayLike, t: ArrayLike) -> Array:
         t = jnp.asarray(t, x.dtype)
         m, s = self.sde.marginal_coeffs(t)
         m = jnp.broadcast_to(m, (x.shape[0],)).astype(x.dtype)
@@ -253,7 +260,9 @@ class EmpiricalKernelScore:
         return score / m[:, None]
 
 
-def empirical_score_fn(data, sde, *, chunk_size: int = DEFAULT_CHUNK_SIZE):
+def empirical_score_fn(
+    data: ArrayLike, sde: SDE, *, chunk_size: int = DEFAULT_CHUNK_SIZE
+) -> EmpiricalKernelScore:
     """``score_fn(x, t)`` of the empirical distribution diffused by ``sde`` (Zhang eq. 23).
 
     Under ``x_t = m x_0 + s eps`` the diffused empirical measure is

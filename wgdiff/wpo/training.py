@@ -16,13 +16,17 @@ direction the disjoint split removes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import optax
 
 from wgdiff._checks import check_finite, check_ndim, check_positive_int
+from wgdiff._types import Array, ArrayLike, PRNGKey, PyTree
 from wgdiff.nets.cholesky import CholeskyMLP
-from wgdiff.train import create_train_state, dataset_sampler, fit, make_train_step
+from wgdiff.train import TrainState, create_train_state, dataset_sampler, fit, make_train_step
 from wgdiff.wpo.kernel import DEFAULT_CHUNK_SIZE, ism_loss
 from wgdiff.wpo.model import WPOKernelModel
 
@@ -36,7 +40,9 @@ AUTHORS_SETTINGS = {
 }
 
 
-def split_centers(key, data, n_centers: int = AUTHORS_SETTINGS["n_centers"]):
+def split_centers(
+    key: PRNGKey, data: ArrayLike, n_centers: int = AUTHORS_SETTINGS["n_centers"]
+) -> tuple[Array, Array]:
     """Random disjoint split of ``data (M, d)`` into centres ``(n_centers, d)`` and ISM data.
 
     Returns:
@@ -53,7 +59,9 @@ def split_centers(key, data, n_centers: int = AUTHORS_SETTINGS["n_centers"]):
     return data[perm[:n_centers]], data[perm[n_centers:]]
 
 
-def ism_objective(net: CholeskyMLP, centers, *, chunk_size: int = DEFAULT_CHUNK_SIZE):
+def ism_objective(
+    net: CholeskyMLP, centers: ArrayLike, *, chunk_size: int = DEFAULT_CHUNK_SIZE
+) -> Callable[[PyTree, PRNGKey, Array], Array]:
     """``loss_fn(params, key, batch) -> scalar`` for ``wgdiff.train``: closed-form ISM (eq. 30-31).
 
     Args:
@@ -72,7 +80,7 @@ def ism_objective(net: CholeskyMLP, centers, *, chunk_size: int = DEFAULT_CHUNK_
 
 
 def model_from_params(
-    net: CholeskyMLP, params, centers, *, chunk_size: int = DEFAULT_CHUNK_SIZE
+    net: CholeskyMLP, params: PyTree, centers: ArrayLike, *, chunk_size: int = DEFAULT_CHUNK_SIZE
 ) -> WPOKernelModel:
     """The ``WPOKernelModel`` given by the network's precisions at the centres."""
     precisions = net.apply(params, jnp.asarray(centers), method=net.precision)
@@ -80,16 +88,16 @@ def model_from_params(
 
 
 def init_wpo(
-    key,
-    centers,
-    ism_data,
+    key: PRNGKey,
+    centers: ArrayLike,
+    ism_data: ArrayLike,
     *,
     net: CholeskyMLP | None = None,
     init_bandwidth: float | None = None,
     learning_rate: float = AUTHORS_SETTINGS["learning_rate"],
     batch_size: int = AUTHORS_SETTINGS["batch_size"],
     chunk_size: int = DEFAULT_CHUNK_SIZE,
-):
+) -> tuple[CholeskyMLP, TrainState, Callable, Callable[[PRNGKey], Array]]:
     """State, jitted step and batch sampler for training with ``wgdiff.train.fit``.
 
     Args:
@@ -136,8 +144,8 @@ def init_wpo(
 
 
 def fit_wpo(
-    key,
-    data,
+    key: PRNGKey,
+    data: ArrayLike,
     *,
     n_centers: int = AUTHORS_SETTINGS["n_centers"],
     n_steps: int = AUTHORS_SETTINGS["n_steps"],
@@ -148,8 +156,8 @@ def fit_wpo(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     log_every: int = 1000,
     progress: bool = False,
-    run_dir=None,
-):
+    run_dir: str | Path | None = None,
+) -> tuple[WPOKernelModel, TrainState, list[dict]]:
     """Train the WPO-informed kernel model on ``data`` (Zhang Alg. 1, authors' defaults).
 
     Args:

@@ -20,12 +20,15 @@ the isotropic KDE / early-stopped empirical kernel (Zhang eq. 23 at ``eps``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
 from wgdiff._checks import check_finite, check_ndim, check_positive
+from wgdiff._types import ArrayLike
 from wgdiff.wpo.kernel import DEFAULT_CHUNK_SIZE, empirical_log_density
 from wgdiff.wpo.model import WPOKernelModel
 
@@ -78,7 +81,7 @@ class KernelDiagnostics:
         }
 
 
-def kernel_diagnostics(model: WPOKernelModel, x) -> KernelDiagnostics:
+def kernel_diagnostics(model: WPOKernelModel, x: ArrayLike) -> KernelDiagnostics:
     """Width spectrum and softmax shares of the kernels of ``model`` on ``x (n, d)``."""
     x = jnp.asarray(x)
     check_ndim(x, 2, "x", "(n, d)")
@@ -122,7 +125,7 @@ def _choose(candidates, scores) -> ValidationChoice:
 
 
 def tune_max_std(
-    model: WPOKernelModel, validation, candidates=None
+    model: WPOKernelModel, validation: ArrayLike, candidates: Sequence[float] | None = None
 ) -> tuple[WPOKernelModel, ValidationChoice]:
     """Cap the kernels' std at the value with the best validation log-likelihood.
 
@@ -151,7 +154,11 @@ def tune_max_std(
 
 
 def tune_kde_variance(
-    data, validation, candidates, *, chunk_size: int = DEFAULT_CHUNK_SIZE
+    data: ArrayLike,
+    validation: ArrayLike,
+    candidates: Sequence[float],
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> ValidationChoice:
     """Isotropic KDE variance (= early-stopping ``eps``, eq. 23) by validation likelihood.
 
