@@ -11,8 +11,12 @@ grid, and data to data (two moons to eight Gaussians) -- trains the same MLP as
 - ``sinkhorn_cfm``: the same with pairs drawn from the entropic plan;
 - ``rectified_reflow``: ``cfm`` after one reflow (Liu et al.): retrained, from its own
   parameters, on ``(x0, Phi(x0))`` pairs of the ``cfm`` flow;
-- ``vuong_wgf``: Vuong et al.'s WGF flow matching (``wgdiff.losses.flow_matching``),
-  sampled by integrating its velocity,
+- ``vuong_wgf``: Vuong et al.'s WGF flow matching (``wgdiff.losses.flow_matching``,
+  its default ``"uniform_score"`` weight: uniform in time in score units), sampled by
+  integrating its velocity;
+- ``vuong_wgf_velocity``: the same loss with the ``"g4_over_4"`` weight (the plain
+  velocity regression, uniform in time in the units the ODE integrates), a diagnosis of
+  the poor ``vuong_wgf`` arm,
 
 and reports, per task and method, W2 to held-out target data after Euler (and Heun)
 integration at 1, 2, 4, 10 and 100 velocity evaluations; the transport certificate of
@@ -21,10 +25,14 @@ sample and its image, straightness, coupling ratio; ``wgdiff.flows.certificates`
 and training wall and CPU time. A figure shows trajectories.
 
 DSM and WGF need a standard normal source, so they are not run on the data-to-data
-task. "Gaussian -> 8 Gaussians" is the ``eight_gaussians`` task (its source is the
-standard normal) and is reported once.
+task. The couplings are those of ``wgdiff.flows`` (exact assignment and entropic plan
+from the OT engine, ``wgdiff.metrics``). "Gaussian -> 8 Gaussians" is the
+``eight_gaussians`` task (its source is the standard normal) and is reported once.
 
-Run: ``python experiments/flow_matching.py [--quick] [--out DIR]``.
+Run: ``python experiments/flow_matching.py [--quick] [--out DIR]``; a full run in parts:
+``--tasks A,B --part a`` (optionally ``--methods``), ..., then ``--merge a b ...``
+(methods of one task from several parts are merged; the data of a task depend only on
+the seed and the task).
 """
 
 from __future__ import annotations
@@ -61,8 +69,21 @@ TASKS = {
     "grid25": ("gaussian", "grid25"),
 }
 ALIASES = {"gaussian_to_eight_gaussians": "eight_gaussians"}
-METHODS = ("dsm_pf", "cfm", "ot_cfm", "sinkhorn_cfm", "rectified_reflow", "vuong_wgf")
-GAUSSIAN_ONLY = ("dsm_pf", "vuong_wgf")
+METHODS = (
+    "dsm_pf",
+    "cfm",
+    "ot_cfm",
+    "sinkhorn_cfm",
+    "rectified_reflow",
+    "vuong_wgf",
+    "vuong_wgf_velocity",
+)
+# The first six methods take their keys from one split of the task key (the committed
+# eight_gaussians / moons records were run so); methods added later fold their index
+# into the task key, so adding one changes neither the data nor the other methods.
+SPLIT_METHODS = METHODS[:6]
+GAUSSIAN_ONLY = ("dsm_pf", "vuong_wgf", "vuong_wgf_velocity")
+WGF_WEIGHTING = {"vuong_wgf": "uniform_score", "vuong_wgf_velocity": "g4_over_4"}
 NFES = (1, 2, 4, 10, 100)
 HEUN_NFES = (2, 4, 10)
 SINKHORN_EPSILON = 0.05  # relative to the batch's mean squared distance
@@ -129,8 +150,10 @@ def train(method, key, source, target, cfg, init_params=None, pairs=None):
             t_eps=EPS,
             **common,
         )
-    elif method == "vuong_wgf":
-        objective = functools.partial(wgf_flow_matching_objective, eps=EPS)
+    elif method in WGF_WEIGHTING:
+        objective = functools.partial(
+            wgf_flow_matching_objective, eps=EPS, weighting=WGF_WEIGHTING[method]
+        )
         fit = fit_score_model(SDE, model, lambda k: target(k, BATCH), objective=objective, **common)
     else:
         coupling = {
@@ -157,7 +180,7 @@ def flow_velocity(method, apply, params):
     net = functools.partial(apply, params)
     if method == "dsm_pf":
         return flows.probability_flow_velocity(SDE, net, eps=EPS)
-    if method == "vuong_wgf":
+    if method in WGF_WEIGHTING:
         return flows.probability_flow_velocity(SDE, velocity_to_score(SDE, net), eps=EPS)
     return net
 
@@ -180,10 +203,27 @@ def evaluate(velocity, x0, heldout, cfg):
     return out, np.asarray(cert["path"][:, : cfg["n_figure"]])
 
 
-def run_task(key, name, cfg):
+def task_methods(task: str, methods=METHODS) -> tuple[str, ...]:
+    """The methods of ``methods`` that apply to ``task`` (DSM and WGF need N(0, I))."""
+    gaussian = TASKS[task][0] == "gaussian"
+    return tuple(m for m in methods if gaussian or m not in GAUSSIAN_ONLY)
+
+
+def method_keys(key) -> dict:
+    """Per-method training keys of a task (see :data:`SPLIT_METHODS`)."""
+    k_methods = jax.random.split(key, 4 + len(SPLIT_METHODS))[4:]
+    keys = dict(zip(SPLIT_METHODS, k_methods, strict=True))
+    for index, method in enumerate(METHODS):
+        if method not in keys:
+            keys[method] = jax.random.fold_in(key, index)
+    return keys
+
+
+def run_task(key, name, cfg, methods=METHODS):
     source_name, target_name = TASKS[name]
     source, target = sampler(source_name), sampler(target_name)
-    k_eval, k_held, k_floor, k_pairs, *k_methods = jax.random.split(key, 4 + len(METHODS))
+    k_eval, k_held, k_floor, k_pairs = jax.random.split(key, 4 + len(SPLIT_METHODS))[:4]
+    keys = method_keys(key)
     x0 = source(k_eval, cfg["n_eval"])
     heldout = np.asarray(target(k_held, cfg["n_eval"]))
     floor = w2(np.asarray(target(k_floor, cfg["n_eval"])), heldout, method="exact")
@@ -197,9 +237,8 @@ def run_task(key, name, cfg):
     }
     paths = {}
     trained = {}
-    for method, k in zip(METHODS, k_methods, strict=True):
-        if method in GAUSSIAN_ONLY and source_name != "gaussian":
-            continue
+    for method in task_methods(name, methods):
+        k = keys[method]
         start = clock()
         if method == "rectified_reflow":
             base_params, apply, _ = trained["cfm"]
@@ -299,6 +338,42 @@ def summary_table(results) -> list[dict]:
     return rows
 
 
+LABELS = {
+    "dsm_pf": "DSM, probability-flow ODE",
+    "cfm": "CFM (independent)",
+    "ot_cfm": "OT-CFM (exact)",
+    "sinkhorn_cfm": "Sinkhorn-CFM",
+    "rectified_reflow": "rectified flow, 1 reflow",
+    "vuong_wgf": "Vuong WGF flow matching (uniform-score weight, default)",
+    "vuong_wgf_velocity": "Vuong WGF flow matching (g^4/4 weight: plain velocity regression)",
+}
+
+
+def markdown_tables(results) -> str:
+    """One Markdown table per task from the record (the README's rows)."""
+    lines = []
+    for task, entry in results["tasks"].items():
+        lines += [
+            f"{task} ({entry['source']} -> {entry['target']}), two-sample W2 floor "
+            f"{entry['w2_floor']:.3f}",
+            "",
+            "| method | W2 @ 1 NFE | 2 NFE | 4 NFE | 4 NFE (Heun) | 100 NFE | gap E / W2^2 "
+            "| straightness | train CPU s |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for method, res in entry["methods"].items():
+            w2e, cert = res["w2_euler"], res["certificate"]
+            cells = [w2e["1"], w2e["2"], w2e["4"], res["w2_heun"]["4"], w2e["100"]]
+            cells += [cert["gap_ratio"], cert["straightness"]]
+            lines.append(
+                f"| {LABELS[method]} | "
+                + " | ".join(f"{v:.3f}" for v in cells)
+                + f" | {res['training']['cpu_s']:.0f} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
 def run_info(start, load_start) -> dict:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {
@@ -318,7 +393,8 @@ def finish(results, paths, heldouts, out: Path, suffix: str) -> dict:
     """Summary table, JSON record and trajectory figure."""
     results["summary"] = summary_table(results)
     (out / f"flow_matching{suffix}.json").write_text(json.dumps(results, indent=1))
-    figure_tasks = [t for t in ("eight_gaussians", "moons_to_eight_gaussians") if t in paths]
+    (out / f"flow_matching{suffix}.md").write_text(markdown_tables(results))
+    figure_tasks = [t for t in TASKS if t in paths]
     plot(results, {t: paths[t] for t in figure_tasks}, heldouts, out / f"flow_matching{suffix}.png")
     return results
 
@@ -336,8 +412,18 @@ def merge(out: Path, parts: list[str]) -> dict:
     for part in parts:
         record = json.loads((out / f"flow_matching_part_{part}.json").read_text())
         if results is None:
-            results = {"config": record["config"], "tasks": {}}
-        results["tasks"].update(record["tasks"])
+            results = {"tasks": {}, "config_by_part": {}}
+        results["config"] = record["config"]  # the last part's; all parts' below
+        results["config_by_part"][part] = record["config"]
+        for task, entry in record["tasks"].items():
+            if task not in results["tasks"]:
+                results["tasks"][task] = entry
+                continue
+            merged = results["tasks"][task]
+            for field in ("w2_floor", "w2_squared_source_target"):
+                if not np.isclose(merged[field], entry[field], rtol=1e-6):
+                    raise ValueError(f"part {part} has other {task} data ({field} differs)")
+            merged["methods"].update(entry["methods"])
         runs[part] = record["run"]
         with np.load(out / f"flow_matching_part_{part}.npz") as arrays:
             for key in arrays.files:
@@ -347,15 +433,22 @@ def merge(out: Path, parts: list[str]) -> dict:
                 else:
                     paths.setdefault(task, {})[what] = arrays[key]
     results["tasks"] = {t: results["tasks"][t] for t in TASKS if t in results["tasks"]}
-    results["complete"] = all(t in results["tasks"] for t in FULL["tasks"])
+    for entry in results["tasks"].values():
+        entry["methods"] = {m: entry["methods"][m] for m in METHODS if m in entry["methods"]}
+    missing = [
+        f"{t}/{m}"
+        for t in FULL["tasks"]
+        for m in task_methods(t)
+        if m not in results["tasks"].get(t, {}).get("methods", {})
+    ]
+    results["complete"] = not missing
     results["run"] = {
         "parts": runs,
         "cpu_s_total": sum(r["cpu_user_s"] + r["cpu_system_s"] for r in runs.values()),
         "note": "each part is a separate process on the shared 2-core machine",
     }
-    missing = [t for t in FULL["tasks"] if t not in results["tasks"]]
     if missing:
-        results["missing_tasks"] = missing
+        results["missing"] = missing
     return finish(results, paths, heldouts, out, "")
 
 
@@ -365,6 +458,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", type=Path, default=RESULTS, help="output directory")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tasks", help=f"comma-separated subset of {','.join(TASKS)}")
+    parser.add_argument("--methods", help=f"comma-separated subset of {','.join(METHODS)}")
     parser.add_argument("--part", help="write flow_matching_part_<PART>.json/.npz only")
     parser.add_argument("--merge", nargs="+", metavar="PART", help="merge part records")
     args = parser.parse_args(argv)
@@ -376,12 +470,19 @@ def main(argv=None) -> dict:
     unknown = set(tasks) - set(TASKS)
     if unknown:
         parser.error(f"unknown tasks {sorted(unknown)}; choose from {list(TASKS)}")
+    methods = METHODS if args.methods is None else tuple(args.methods.split(","))
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        parser.error(f"unknown methods {sorted(unknown)}; choose from {list(METHODS)}")
+    if "rectified_reflow" in methods and "cfm" not in methods:
+        parser.error("rectified_reflow is trained from cfm: list cfm too")
     start = clock()
     load_start = os.getloadavg()
     results = {
         "config": {
             **cfg,
             "quick": args.quick,
+            "methods": list(methods),
             "seed": args.seed,
             "batch": BATCH,
             "mlp": "ScoreMLP 3 x 128 softplus, sinusoidal time embedding",
@@ -392,6 +493,9 @@ def main(argv=None) -> dict:
             "dsm": "noise parameterization, sigma^2 weighting, t ~ U(eps, 1)",
             "path": "LinearPath(sigma=0) for cfm, ot_cfm, sinkhorn_cfm, rectified_reflow",
             "sinkhorn_epsilon_relative": SINKHORN_EPSILON,
+            "couplings": "wgdiff.flows.ExactOTCoupling / SinkhornCoupling on wgdiff.metrics "
+            "(exact_assignment, sinkhorn_log_plan)",
+            "wgf_weighting": WGF_WEIGHTING,
             "reflow": f"pairs by Heun {REFLOW_STEPS} steps from the cfm flow; retrained "
             "from the cfm parameters",
             "certificate": f"Heun {CERTIFICATE_STEPS} steps (100 NFE), n_eval source points, "
@@ -409,7 +513,7 @@ def main(argv=None) -> dict:
     for name in TASKS:
         if name not in tasks:
             continue
-        entry, task_paths, heldout = run_task(keys[name], name, cfg)
+        entry, task_paths, heldout = run_task(keys[name], name, cfg, methods)
         results["tasks"][name] = entry
         paths[name], heldouts[name] = task_paths, heldout
         results["run"] = run_info(start, load_start)
