@@ -6,17 +6,18 @@ value), ``wgdiff.metrics.exact_ot`` (certified), ``wgdiff.metrics.sinkhorn`` (de
 default epsilon rule), and at small n POT's ``ot.sinkhorn2`` (log domain) and OTT's
 ``sinkhorn_divergence`` at wgdiff's final epsilon. Every timing is a :func:`measure`
 (first call apart, so JAX compilation is separate from the warm median; CPU time beside
-wall time; load average). Peak memory of the streamed Sinkhorn at large n is measured
-as the peak RSS of a fresh subprocess.
+wall time; load average). The Gaussian check (N(0, I) vs N(0, diag(4, 1/4)), closed
+form W2 = 1.118) runs in a fresh subprocess, which also gives its peak RSS.
 
-The development machine is shared (2 cores, ~7 agents, load average 20-48 during the
-committed run): wall times are inflated several-fold and noisy; the ratios measured
-side by side in one process are the meaningful numbers.
+The development machine is shared (2 cores, several agents): wall times are inflated
+and noisy; the ratios measured side by side in one process (wall and CPU) are the
+meaningful numbers.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -29,15 +30,19 @@ from scipy.spatial.distance import cdist
 from benchmarks._common import measure, target, write_result
 from wgdiff import metrics
 
-# Grid of the committed run, cut to the shared machine's budget (~20 core-minutes):
-# n = 500, 2000, 4000 in d = 2; POT sinkhorn2 / OTT at n = 500 only (POT's NumPy
-# log-domain Sinkhorn alone ran for minutes at n = 1000). n = 8000, 1e5 and d = 16, 64
-# timings were cut (load average ~40 on 2 cores when the record was taken).
-FULL_GRID = ((500, 2), (2000, 2), (4000, 2))
+# Grid of the committed run: d = 2 at n = 500 to 8000 (the issue's ratio points 2000,
+# 4000, 8000), d = 16 and 64 at n = 2000; POT sinkhorn2 / OTT at n = 500 only (POT's
+# NumPy log-domain Sinkhorn alone ran for minutes at n = 1000).
+FULL_GRID = ((500, 2), (2000, 2), (4000, 2), (8000, 2), (2000, 16), (2000, 64))
 QUICK_GRID = ((200, 2), (150, 16))
 ENTROPIC_REFERENCE_MAX_N = 500
 POT_SINKHORN_MAX_ITERATIONS = 1000
-MEMORY_N_FULL, MEMORY_N_QUICK = 10000, 1000
+# The Gaussian check N(0, I) vs N(0, diag(4, 1/4)) in a fresh process (peak RSS): the
+# issue asks for n = 1e5; one streamed pass there is 1e10 pair evaluations (~12
+# CPU-s here) and a solve needs ~200 of them, beyond the 15 CPU-minute budget of the
+# shared 2-core machine, so the committed run uses the largest n that fits it.
+GAUSSIAN_N_FULL, GAUSSIAN_N_QUICK = 40000, 1000
+GAUSSIAN_W2 = float(np.sqrt(1.25))  # (2 - 1)^2 + (1/2 - 1)^2 = 1.25
 
 
 def _clouds(n: int, d: int, seed: int):
@@ -75,6 +80,7 @@ def _row(n: int, d: int) -> dict:
         **measure(metrics.exact_ot, x, y, repeats=reps),
     }
     row["exact_over_pot_wall"] = row["exact"]["wall_s"] / row["pot_emd2"]["wall_s"]
+    row["exact_over_pot_cpu"] = row["exact"]["cpu_s"] / row["pot_emd2"]["cpu_s"]
 
     out = metrics.sinkhorn(x, y)
     value = float(np.sqrt(max(float(out.divergence), 0.0)))
@@ -90,6 +96,7 @@ def _row(n: int, d: int) -> dict:
         **measure(lambda: metrics.sinkhorn(x, y).divergence, repeats=reps),
     }
     row["sinkhorn_over_pot_wall"] = row["sinkhorn"]["wall_s"] / row["pot_emd2"]["wall_s"]
+    row["sinkhorn_over_pot_cpu"] = row["sinkhorn"]["cpu_s"] / row["pot_emd2"]["cpu_s"]
 
     if n <= ENTROPIC_REFERENCE_MAX_N:
         w = np.full(n, 1.0 / n)
@@ -133,37 +140,48 @@ def _row(n: int, d: int) -> dict:
     return row
 
 
-_MEMORY_SCRIPT = """
-import resource, sys, time
+_GAUSSIAN_SCRIPT = """
+import json, os, resource, sys, time
 import numpy as np
 from wgdiff import metrics
-n, iters = int(sys.argv[1]), int(sys.argv[2])
+n = int(sys.argv[1])
 rng = np.random.default_rng(0)
 x = rng.normal(size=(n, 2)); y = rng.normal(size=(n, 2)) * np.sqrt([4.0, 0.25])
-t = time.perf_counter()
-out = metrics.sinkhorn(x, y, epsilon=0.05, max_iterations=iters, dense=False)
-out.divergence.block_until_ready()
-print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
+c0, w0 = time.process_time(), time.perf_counter()
+out = metrics.sinkhorn(x, y)
+value = float(np.sqrt(max(float(out.divergence), 0.0)))
+print(json.dumps({
+    "n": n, "d": 2, "value_w2": value, "epsilon": float(out.epsilon),
+    "iterations": int(out.iterations), "converged": bool(out.converged),
+    "marginal_errors": [float(e) for e in out.marginal_errors],
+    "cpu_s": time.process_time() - c0, "wall_s": time.perf_counter() - w0,
+    "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    "load_average_1m_end": os.getloadavg()[0],
+}))
 """
 
 
-def _peak_memory(n: int, iterations: int) -> dict:
-    """Peak RSS (GiB) of a fresh process running the streamed Sinkhorn at n = m."""
+def _gaussian_check(n: int) -> dict:
+    """Debiased Sinkhorn (default rule, streamed) between N(0, I) and N(0, diag(4, 1/4))
+    samples in a fresh process: the value against the closed form and the peak RSS."""
     done = subprocess.run(
-        [sys.executable, "-c", _MEMORY_SCRIPT, str(n), str(iterations)],
+        [sys.executable, "-c", _GAUSSIAN_SCRIPT, str(n)],
         capture_output=True,
         text=True,
         check=True,
     )
-    wall, peak = (float(v) for v in done.stdout.split()[-2:])
-    return {"n": n, "d": 2, "iterations": iterations, "wall_s": wall, "peak_rss_gib": peak}
+    row = json.loads(done.stdout.strip().splitlines()[-1])
+    row["closed_form_w2"] = GAUSSIAN_W2
+    row["relative_error_w2"] = abs(row["value_w2"] - GAUSSIAN_W2) / GAUSSIAN_W2
+    print(f"gaussian check: {row}", flush=True)
+    return row
 
 
 def run(quick: bool = False) -> dict:
     grid = QUICK_GRID if quick else FULL_GRID
     start_wall, start_cpu = time.perf_counter(), time.process_time()
     rows = [_row(n, d) for n, d in grid]
-    memory = _peak_memory(MEMORY_N_QUICK if quick else MEMORY_N_FULL, 1)
+    gaussian = _gaussian_check(GAUSSIAN_N_QUICK if quick else GAUSSIAN_N_FULL)
     targets = []
     for row in rows:
         if row["d"] == 2 and row["n"] >= 4000:
@@ -177,6 +195,7 @@ def run(quick: bool = False) -> dict:
                     at_most=0.3,
                 )
             )
+        if row["d"] == 2 and row["n"] == 4000:
             targets.append(
                 target(
                     f"Sinkhorn rel. error at n={row['n']}",
@@ -184,24 +203,38 @@ def run(quick: bool = False) -> dict:
                     at_most=5e-3,
                 )
             )
-    label = f"peak RSS GiB, streamed Sinkhorn n={memory['n']}"
-    targets.append(target(label, memory["peak_rss_gib"], at_most=2.0))
+    n = gaussian["n"]
+    targets.append(
+        target(
+            f"Gaussian check rel. error vs closed form at n={n}",
+            gaussian["relative_error_w2"],
+            at_most=0.02,
+        )
+    )
+    label = f"Gaussian check peak RSS GiB at n={n}"
+    targets.append(target(label, gaussian["peak_rss_gib"], at_most=2.0))
     record = {
         "quick": quick,
         "description": (
             "W2 between x ~ N(0, I_d) and y ~ N((1, -0.5, 0..), 0.25 I_d), n points each: "
             "wgdiff exact_ot (certified, float64) and debiased sinkhorn (float32, default "
-            "epsilon rule, streamed) vs POT emd2 (reference) and, at n <= 1000, POT "
-            "sinkhorn2 / OTT sinkhorn_divergence at the same epsilon; one process"
+            "epsilon rule; dense cost matrices up to 1024^2, streamed above) vs POT emd2 "
+            "(reference) and, at n <= 500, POT sinkhorn2 / OTT sinkhorn_divergence at the "
+            "same epsilon; one process, side by side. Gaussian check: debiased Sinkhorn "
+            "between N(0, I) and N(0, diag(4, 1/4)) samples vs the closed form W2 = 1.118, "
+            "in a fresh process (peak RSS)."
+        ),
+        "machine_note": (
+            "shared 2-core machine, ~5 agents and the lead's test runs: wall times are "
+            "inflated and noisy (load average in every row); CPU seconds are steadier"
         ),
         "cut_from_the_issue_grid": (
-            "n = 1000, 8000, 1e4-1e5 timings, d = 16 and 64 (CPU budget of the shared "
-            "2-core machine, load average ~40); POT sinkhorn2 / OTT only at n = 500; peak "
-            f"memory measured at n = {memory['n']} with 1 iteration (the streamed memory is "
-            "set by the chunk sizes and O(n) vectors, not by n x n)"
+            f"n = 1e5 Gaussian check run at n = {n} (the largest that fits the 15 "
+            "CPU-minute budget); exact and Sinkhorn timings above n = 8000; d = 16 / 64 "
+            "only at n = 2000; POT sinkhorn2 / OTT only at n = 500"
         ),
         "rows": rows,
-        "peak_memory": memory,
+        "gaussian_check": gaussian,
         "targets": targets,
         "total_wall_s": time.perf_counter() - start_wall,
         "total_cpu_s": time.process_time() - start_cpu,
@@ -220,9 +253,12 @@ def headline(record: dict) -> dict:
         )
         errors = row["exact"]["relative_error_w2sq"], row["sinkhorn"]["relative_error_w2"]
         out[f"{key}: rel. err exact, Sinkhorn"] = f"{errors[0]:.1e} / {errors[1]:.1e}"
-    mem = record.get("peak_memory")
-    if mem:
-        out[f"peak RSS streamed Sinkhorn n={mem['n']}"] = f"{mem['peak_rss_gib']:.2f} GiB"
+    gauss = record.get("gaussian_check")
+    if gauss:
+        out[f"Gaussian check n={gauss['n']}: W2 (closed form 1.118), peak RSS"] = (
+            f"{gauss['value_w2']:.4f} ({gauss['relative_error_w2']:.1e}), "
+            f"{gauss['peak_rss_gib']:.2f} GiB"
+        )
     return out
 
 

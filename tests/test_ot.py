@@ -133,12 +133,14 @@ def test_sample_sinkhorn_plan_matches_plan_conditionals():
     rng = np.random.default_rng(4)
     x, y = rng.normal(size=(4, 2)), rng.normal(size=(5, 2))
     eps = 0.5
+    # 400 copies of each row: the same uniform measure (so the same plan conditionals)
+    # and 400 independent draws per original row from one call
+    tiled = np.tile(x, (400, 1))
     with jax.enable_x64(True):
-        result = metrics.sinkhorn(x, y, epsilon=eps, threshold=1e-10, debias=False)
-        keys = jax.random.split(jax.random.key(0), 4000)
-        draws = np.stack(
-            [np.asarray(metrics.sample_sinkhorn_plan(k, x, y, result=result)) for k in keys[:400]]
-        )
+        result = metrics.sinkhorn(tiled, y, epsilon=eps, threshold=1e-10, debias=False)
+        draws = np.asarray(
+            metrics.sample_sinkhorn_plan(jax.random.key(0), tiled, y, result=result)
+        ).reshape(400, 4)
     f, g, c = numpy_sinkhorn(x, y, eps)
     plan = np.exp((f[:, None] + g[None, :] - c) / eps) / (4 * 5)
     conditional = plan / plan.sum(axis=1, keepdims=True)

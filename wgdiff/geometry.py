@@ -33,6 +33,7 @@ import numpy as np
 from flax import struct
 
 from wgdiff._checks import check_positive_int
+from wgdiff._types import ArrayLike, PyTree
 
 # Up to this dimension squared distances are formed from explicit differences, which
 # is exact even when |x - y| << |x| (tiny bandwidths far from the origin); above it the
@@ -59,7 +60,7 @@ def squared_distances(x: jax.Array | np.ndarray, y: jax.Array | np.ndarray) -> j
     return xp.maximum(sq, 0.0)
 
 
-def map_row_chunks(fn: Callable, x, chunk_size: int):
+def map_row_chunks(fn: Callable, x: PyTree, chunk_size: int) -> PyTree:
     """Apply ``fn(x_chunk, rows)`` to row chunks of ``x`` and stack the results.
 
     ``x`` (a pytree of arrays with leading axis n) is zero-padded to a multiple of
@@ -148,10 +149,10 @@ def _pair_sum(weights, payload):
 
 def stream_softmax(
     chunk_fn: Callable,
-    operands,
+    operands: PyTree,
     n_rows: int,
     chunk_size: int = 256,
-):
+) -> tuple[jax.Array, PyTree]:
     """Log-sum-exp and softmax-weighted means over N items, streamed over chunks.
 
     ``chunk_fn(chunk) -> (logits, payload)`` receives the operands restricted to a
@@ -217,7 +218,7 @@ class PointCloud:
         lse, means = map_row_chunks(rows, self.x, self.row_chunk)
         return _unchunk(lse, n), None if means is None else _unchunk(means, n)
 
-    def lse(self, h, scale) -> jax.Array:
+    def lse(self, h: ArrayLike, scale: ArrayLike) -> jax.Array:
         """``lse_i = log sum_j exp(h_j - scale |x_i - y_j|^2)``, shape (n,).
 
         Args:
@@ -226,7 +227,9 @@ class PointCloud:
         """
         return self._reduce(h, scale, None)[0]
 
-    def moments(self, h, scale, features) -> tuple[jax.Array, jax.Array]:
+    def moments(
+        self, h: ArrayLike, scale: ArrayLike, features: jax.Array
+    ) -> tuple[jax.Array, jax.Array]:
         """Log kernel mass and kernel-weighted means of per-column features.
 
         Args:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from wgdiff._checks import check_finite
+from wgdiff._types import ArrayLike
 from wgdiff.metrics._common import check_pair
 
 
@@ -39,7 +40,9 @@ def _check_moments(mean, cov, mean_name: str, cov_name: str) -> tuple[np.ndarray
     return mean, cov
 
 
-def gaussian_frechet_distance(mean_1, cov_1, mean_2, cov_2) -> float:
+def gaussian_frechet_distance(
+    mean_1: ArrayLike, cov_1: ArrayLike, mean_2: ArrayLike, cov_2: ArrayLike
+) -> float:
     """Frechet distance (squared W2) between N(mean_1, cov_1) and N(mean_2, cov_2).
 
     Args:
@@ -71,7 +74,7 @@ def gaussian_frechet_distance(mean_1, cov_1, mean_2, cov_2) -> float:
     return float(max(value, 0.0))
 
 
-def bures_w2(mean_1, cov_1, mean_2, cov_2) -> float:
+def bures_w2(mean_1: ArrayLike, cov_1: ArrayLike, mean_2: ArrayLike, cov_2: ArrayLike) -> float:
     """W2 (the distance) between N(mean_1, cov_1) and N(mean_2, cov_2), in closed form.
 
     ``W2^2 = |mean_1 - mean_2|^2 + B^2(cov_1, cov_2)`` with the Bures metric
@@ -87,7 +90,7 @@ def bures_w2(mean_1, cov_1, mean_2, cov_2) -> float:
     return float(np.sqrt(gaussian_frechet_distance(mean_1, cov_1, mean_2, cov_2)))
 
 
-def frechet_distance(fx, fy) -> float:
+def frechet_distance(fx: ArrayLike, fy: ArrayLike) -> float:
     """Frechet distance between Gaussian fits of two feature sets.
 
     Means and unbiased (ddof = 1) covariances are estimated in float64, as in the

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from wgdiff._checks import check_positive, check_positive_int, is_concrete
+from wgdiff._types import ArrayLike, PRNGKey
 from wgdiff.geometry import map_row_chunks, squared_distances
 from wgdiff.metrics._common import (
     DEFAULT_CHUNK_SIZE,
@@ -65,9 +66,9 @@ def _mmd_squared(x, y, bandwidth, unbiased, chunk_size):
 
 
 def mmd(
-    x,
-    y,
-    bandwidth,
+    x: ArrayLike,
+    y: ArrayLike,
+    bandwidth: ArrayLike,
     *,
     unbiased: bool = False,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
@@ -107,7 +108,9 @@ def mmd(
     return jnp.sqrt(jnp.maximum(squared, 0.0))
 
 
-def sample_cfd_frequencies(key, dim: int, num_frequencies: int = 256, scale: float = 1.0):
+def sample_cfd_frequencies(
+    key: PRNGKey, dim: int, num_frequencies: int = 256, scale: float = 1.0
+) -> jax.Array:
     """Frequencies omega_k ~ N(0, scale^2 I) used by :func:`cfd`, shape (K, d)."""
     dim = check_positive_int(dim, "dim")
     num_frequencies = check_positive_int(num_frequencies, "num_frequencies")
@@ -139,10 +142,10 @@ def _cfd(x, y, frequencies, chunk_size):
 
 
 def cfd(
-    x,
-    y,
+    x: ArrayLike,
+    y: ArrayLike,
     *,
-    key,
+    key: PRNGKey,
     num_frequencies: int = 256,
     scale: float = 1.0,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
@@ -179,7 +182,7 @@ def cfd(
 
 
 def cfd_threshold(
-    key,
+    key: PRNGKey,
     sample_fn: Callable,
     n: int,
     *,

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from wgdiff._types import ArrayLike
 from wgdiff.geometry import map_row_chunks, squared_distances
 from wgdiff.metrics._common import (
     DEFAULT_CHUNK_SIZE,
@@ -40,7 +41,7 @@ def _nearest_neighbor_distances(x, y, exclude_self, chunk_size):
 
 
 def nearest_neighbor_distances(
-    x, y, *, exclude_self: bool = False, chunk_size: int = DEFAULT_CHUNK_SIZE
+    x: ArrayLike, y: ArrayLike, *, exclude_self: bool = False, chunk_size: int = DEFAULT_CHUNK_SIZE
 ) -> jax.Array:
     """Euclidean distance from each point of ``x`` to its nearest point of ``y``.
 
@@ -75,7 +76,11 @@ def nearest_neighbor_distances(
 
 
 def nearest_neighbor_ratio(
-    samples, train, reference, *, chunk_size: int = DEFAULT_CHUNK_SIZE
+    samples: ArrayLike,
+    train: ArrayLike,
+    reference: ArrayLike,
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> jax.Array:
     """Memorization ratio: mean NN distance of samples to train over that of fresh data.
 

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from wgdiff._checks import check_positive_int
+from wgdiff._types import ArrayLike, PRNGKey
 from wgdiff.metrics._common import check_pair, to_float_array
 from wgdiff.metrics.exact import LP_MAX_PAIRS, exact_ot
 from wgdiff.metrics.sinkhorn import (
@@ -42,7 +43,7 @@ METHODS = ("auto", "exact", "sinkhorn")
 EXACT_AUTO_MAX_PAIRS = 8000 * 8000
 
 
-def w2(x, y, *, method: str = "auto", **kwargs) -> float:
+def w2(x: ArrayLike, y: ArrayLike, *, method: str = "auto", **kwargs: float | int | None) -> float:
     """Wasserstein-2 distance (not squared) between two empirical measures.
 
     Args:
@@ -65,8 +66,8 @@ def w2(x, y, *, method: str = "auto", **kwargs) -> float:
 
 
 def w2_with_info(
-    x,
-    y,
+    x: ArrayLike,
+    y: ArrayLike,
     *,
     method: str = "auto",
     epsilon: float | None = None,
@@ -142,7 +143,7 @@ def w2_with_info(
     }
 
 
-def sliced_w2(key, x, y, n_projections: int = 128) -> jax.Array:
+def sliced_w2(key: PRNGKey, x: ArrayLike, y: ArrayLike, n_projections: int = 128) -> jax.Array:
     """Sliced Wasserstein-2 distance, ``sqrt(mean_theta W2^2(theta.x, theta.y))``.
 
     Directions theta are uniform on the unit sphere. Each 1-D W2 is exact: for n == m
@@ -238,8 +239,13 @@ def _max_sliced_w2(key, x, y, n_projections, n_steps, learning_rate):
 
 
 def max_sliced_w2(
-    key, x, y, n_projections: int = 128, n_steps: int = 100, learning_rate: float = 0.1
-):
+    key: PRNGKey,
+    x: ArrayLike,
+    y: ArrayLike,
+    n_projections: int = 128,
+    n_steps: int = 100,
+    learning_rate: float = 0.1,
+) -> tuple[jax.Array, jax.Array]:
     """Max-sliced W2: ``max_theta W2(theta.x, theta.y)`` over unit directions.
 
     Deshpande et al. (2019): the best of ``n_projections`` random directions, then
