@@ -67,6 +67,19 @@ def test_exact_equals_pot_and_certificate_holds(name):
         assert sorted(out.assignment.tolist()) == list(range(len(y)))
 
 
+def test_exact_is_scale_free():
+    # W2^2 is 2-homogeneous; 1e20-scaled data (squares ~1e40, beyond float32) must
+    # give 1e40 times the cost, certified (the solver works in mean-cost units)
+    x, y = CASES["random"]
+    unit = metrics.exact_ot(x, y)
+    big = metrics.exact_ot(1e20 * x, 1e20 * y)
+    assert big.cost == pytest.approx(1e40 * unit.cost, rel=1e-9)
+    assert big.certificate["certified"]
+    assert np.array_equal(big.assignment, unit.assignment)
+    with pytest.raises(ValueError, match="rescale"):
+        metrics.sinkhorn(1e20 * x, 1e20 * y)
+
+
 def test_w2_exact_reports_certificate_and_is_a_distance():
     x, y = CASES["random"]
     info = metrics.w2_with_info(x, y, method="exact")

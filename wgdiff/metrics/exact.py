@@ -368,27 +368,36 @@ def exact_ot(
                 tol,
                 solver="trivial",
             )
+        # Solved in units of the mean cost (the cost is 2-homogeneous): float32
+        # candidate potentials and the k-d tree then see O(1) numbers whatever the
+        # data's scale; cost, duals and certificate are scaled back.
+        scale = math.sqrt(mean_cost)
+        xs, ys = xc / scale, yc / scale
         start = time.perf_counter()
         sink = sinkhorn(
-            xc,
-            yc,
-            epsilon=CANDIDATE_RELATIVE_EPSILON * mean_cost,
+            xs,
+            ys,
+            epsilon=CANDIDATE_RELATIVE_EPSILON,
             threshold=1e-2,
             max_iterations=CANDIDATE_ITERATIONS,
             debias=False,
         )
         potentials = (np.asarray(sink.f, np.float64), np.asarray(sink.g, np.float64))
         sinkhorn_seconds = time.perf_counter() - start
-        cost, match, u, v, cert = _assignment(
-            xc,
-            yc,
+        _, match, u, v, cert = _assignment(
+            xs,
+            ys,
             neighbors,
-            tol,
+            tol / mean_cost,
             MAX_ROUNDS,
             potentials,
-            CANDIDATE_RELATIVE_EPSILON * mean_cost,
-            mean_cost,
+            CANDIDATE_RELATIVE_EPSILON,
+            1.0,
         )
+        cost = float(np.mean(np.sum((xc - yc[match]) ** 2, axis=1)))
+        u, v = u * mean_cost, v * mean_cost
+        cert["max_violation"] *= mean_cost
+        cert["gap_bound"] *= mean_cost
         cert["seconds"]["sinkhorn"] = sinkhorn_seconds
         cert["sinkhorn_iterations"] = int(sink.iterations)
         return _result(
@@ -421,7 +430,10 @@ def exact_ot(
 
 
 def _assignment_host(x, y, f, g) -> np.ndarray:
-    """Host side of :func:`exact_assignment`: NumPy/SciPy only (no JAX in a callback)."""
+    """Host side of :func:`exact_assignment`: NumPy/SciPy only (no JAX in a callback).
+
+    ``f``, ``g``: candidate potentials in units of the mean pairwise cost.
+    """
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     center = np.concatenate([x, y]).mean(axis=0)
     x, y = x - center, y - center
@@ -429,17 +441,11 @@ def _assignment_host(x, y, f, g) -> np.ndarray:
     mean_cost = _mean_squared_distance(x, y)
     if n == 1 or mean_cost == 0.0:
         return np.arange(n, dtype=np.int32)
-    tol = 1e-10 * mean_cost
+    # in units of the mean cost, as in exact_ot
+    x, y = x / math.sqrt(mean_cost), y / math.sqrt(mean_cost)
     potentials = (np.asarray(f, np.float64), np.asarray(g, np.float64))
     _, match, _, _, cert = _assignment(
-        x,
-        y,
-        DEFAULT_NEIGHBORS,
-        tol,
-        MAX_ROUNDS,
-        potentials,
-        CANDIDATE_RELATIVE_EPSILON * mean_cost,
-        mean_cost,
+        x, y, DEFAULT_NEIGHBORS, 1e-10, MAX_ROUNDS, potentials, CANDIDATE_RELATIVE_EPSILON, 1.0
     )
     if cert["violating_rows"]:  # not certified in MAX_ROUNDS: the dense exact solve
         _, match = linear_sum_assignment(squared_distances(x, y))
@@ -489,8 +495,10 @@ def _exact_assignment(x, y):
     x, y = (jax.lax.stop_gradient(jnp.asarray(a, dtype)) for a in (x, y))
     n = x.shape[0]
     xc, yc = _centred(x, y)
-    eps = CANDIDATE_RELATIVE_EPSILON * jnp.mean(squared_distances(xc, yc))
-    eps = jnp.maximum(eps, jnp.finfo(dtype).tiny)
+    # in units of the mean cost (potentials then too, as the host expects them)
+    scale = jnp.sqrt(jnp.maximum(jnp.mean(squared_distances(xc, yc)), jnp.finfo(dtype).tiny))
+    xc, yc = xc / scale, yc / scale
+    eps = jnp.asarray(CANDIDATE_RELATIVE_EPSILON, dtype)
     zeros = (jnp.zeros(n, dtype),) * 4
     sink = _sinkhorn_loop(
         xc,

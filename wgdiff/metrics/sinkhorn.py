@@ -359,7 +359,8 @@ def sinkhorn(
 
     Raises:
         ValueError: bad shapes, NaN/Inf, empty sets, non-positive epsilon, threshold
-            or relative_epsilon, scaling outside (0, 1).
+            or relative_epsilon, scaling outside (0, 1), data whose squared distances
+            overflow the float dtype.
 
     Example:
         >>> import numpy as np
@@ -378,11 +379,17 @@ def sinkhorn(
     center = np.concatenate([x64, y64]).mean(axis=0)
     x64, y64 = x64 - center, y64 - center
     n, m = x64.shape[0], y64.shape[0]
-    mean_cost = max(_mean_squared_distance(x64, y64), np.finfo(np.float32).tiny)
-    diameter2 = max(squared_diameter(x64, y64), np.finfo(np.float32).tiny)
+    dtype = jnp.result_type(float)
+    if not squared_diameter(x64, y64) < 1e-3 * float(np.finfo(dtype).max):
+        raise ValueError(
+            f"x and y: squared distances up to {squared_diameter(x64, y64):.3g} overflow "
+            f"{np.dtype(dtype).name} Sinkhorn arithmetic; rescale the data (W2 is "
+            "1-homogeneous) or enable float64"
+        )
+    mean_cost = max(_mean_squared_distance(x64, y64), float(np.finfo(np.float32).tiny))
+    diameter2 = max(squared_diameter(x64, y64), float(np.finfo(np.float32).tiny))
     if dense is None:
         dense = max(n * m, n * n, m * m) <= DENSE_MAX_PAIRS
-    dtype = jnp.result_type(float)
     xj, yj = jnp.asarray(x64, dtype), jnp.asarray(y64, dtype)
     zeros = (np.zeros(n), np.zeros(m), np.zeros(n), np.zeros(m))
     solve = functools.partial(
