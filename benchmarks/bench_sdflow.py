@@ -16,8 +16,11 @@ Measured side by side in one run:
   largest particle difference after 100 steps (ours in float64 for the comparison).
 - ``sd_flow_vs_dense``: 100 steps of the kernel SD particle flow vs a dense ``jnp``
   flow (time per step) and vs a float64 NumPy flow (final particle difference).
-- ``cfd_monitor``: one CFD evaluation (the tables' monitor, every 5 updates) against
-  one full-data and one drawn-batch SD update: its share of the CPU time.
+- ``cfd_monitor``: one CFD evaluation by the tables' monitor
+  (``sdflow.cfd_monitor``: cached target CF, polynomial sin/cos) and by
+  ``metrics.cfd`` (``jnp.cos``/``jnp.sin``), every 5 updates, against one full-data
+  and one drawn-batch SD update: their shares of the CPU time; and the batch draw
+  (``sdflow.draw_batch_indices`` against ``jax.random.choice(replace=False)``).
 - ``tables``: wall and CPU time of Tables 1 and 2 as measured by
   ``experiments/sd_flow_tables.py`` (read from its results JSON, with the trials,
   the load average and the kernel evaluations per CPU second it reached), beside
@@ -102,26 +105,47 @@ def bench_sd_step(quick: bool) -> list[dict]:
 
 
 def bench_cfd_monitor(quick: bool, cfd_every: int = 5) -> dict:
-    """Cost of the tables' CFD monitor (one ``metrics.cfd`` at N = M = 1024, every
-    ``cfd_every`` updates) against one fused full-data SD update and one drawn-batch update."""
+    """Cost of the tables' CFD monitor (``sdflow.cfd_monitor``, target CF cached, at
+    N = M = 1024, every ``cfd_every`` updates) and of ``metrics.cfd`` against one fused
+    full-data SD update and one drawn-batch update; and the cost of one batch draw."""
     from wgdiff import metrics
 
     n = 256 if quick else 1024
+    b = 32 if quick else 128
     fused, _, state, tgt = _flow_step_pair(n, 2)
     cfd = jax.jit(lambda p, x: metrics.cfd(p, x, key=jax.random.key(0)))
-    batch_flow = sdflow.particle_flow("sd", 1000, batch_size=128 if not quick else 32)
+    monitor = jax.jit(lambda p, x: sdflow.cfd_monitor(x, jax.random.key(0))(p))
+    cached = sdflow.cfd_monitor(tgt, jax.random.key(0))  # the tables' use: CF cached
+    monitor_cached = jax.jit(cached)
+    batch_flow = sdflow.particle_flow("sd", 1000, batch_size=b)
     batch_state = batch_flow.init(state.key, state.particles, state.conditions)
     batch_step = jax.jit(lambda s, x: batch_flow.update(s, x)[0].particles)
+    draw = jax.jit(lambda k: sdflow.draw_batch_indices(k, n, b))
+    choice = jax.jit(lambda k: jax.random.choice(k, n, (b,), replace=False))
     repeats = 5 if quick else 20
     m_cfd = measure(cfd, state.particles, tgt, repeats=repeats)
+    m_monitor = measure(monitor, state.particles, tgt, repeats=repeats)
+    m_cached = measure(monitor_cached, state.particles, repeats=repeats)
     m_full = measure(fused, state, tgt, repeats=repeats)
     m_batch = measure(batch_step, batch_state, tgt, repeats=repeats)
+    m_draw = measure(draw, jax.random.key(1), repeats=repeats)
+    m_choice = measure(choice, jax.random.key(1), repeats=repeats)
+
+    def share(m, step):
+        return m["cpu_s"] / cfd_every / (m["cpu_s"] / cfd_every + step["cpu_s"])
+
     return dict(
-        n=n, cfd_every=cfd_every, cfd=m_cfd, full_step=m_full, batch_step=m_batch,
-        cfd_share_of_full_data_cpu=m_cfd["cpu_s"] / cfd_every
-        / (m_cfd["cpu_s"] / cfd_every + m_full["cpu_s"]),
-        cfd_share_of_batch_cpu=m_cfd["cpu_s"] / cfd_every
-        / (m_cfd["cpu_s"] / cfd_every + m_batch["cpu_s"]),
+        n=n, batch=b, cfd_every=cfd_every, metrics_cfd=m_cfd, monitor=m_monitor,
+        monitor_cached_target=m_cached, full_step=m_full, batch_step=m_batch,
+        cfd_share_of_full_data_cpu=share(m_cached, m_full),
+        cfd_share_of_batch_cpu=share(m_cached, m_batch),
+        metrics_cfd_share_of_full_data_cpu=share(m_cfd, m_full),
+        metrics_cfd_share_of_batch_cpu=share(m_cfd, m_batch),
+        monitor_vs_metrics_cfd_abs_diff=abs(
+            float(monitor_cached(state.particles)) - float(cfd(state.particles, tgt))
+        ),
+        draw_batch_indices=m_draw, random_choice_no_replace=m_choice,
+        draw_speedup_cpu=m_choice["cpu_s"] / m_draw["cpu_s"],
     )  # fmt: skip
 
 
@@ -364,6 +388,12 @@ def headline(record: dict) -> dict:
     out["CFD monitor share of CPU (full data / batch rows)"] = (
         f"{cfd['cfd_share_of_full_data_cpu']:.3f} / {cfd['cfd_share_of_batch_cpu']:.3f}"
     )
+    if "metrics_cfd_share_of_full_data_cpu" in cfd:
+        out["metrics.cfd as the monitor: share of CPU (full data / batch rows)"] = (
+            f"{cfd['metrics_cfd_share_of_full_data_cpu']:.3f} / "
+            f"{cfd['metrics_cfd_share_of_batch_cpu']:.3f}"
+        )
+        out["batch draw: jax.random.choice / draw_batch_indices CPU"] = cfd["draw_speedup_cpu"]
     for label in ("table1", "table2"):
         t = record["tables"].get(label, {})
         if t.get("available"):

@@ -46,9 +46,15 @@ def test_quick_run_writes_tables_figures_and_json(quick_record):
         for group in rec["timings"].values():
             assert group["cpu_s"] > 0 and group["kernel_evaluations"] > 0
         for row in rec["rows"]:
-            for method in sd_flow_tables.METHODS[table]:
+            # The paper's three columns on every row; the controls on their row subsets.
+            for method in ("sd", "mmd", "svgd"):
                 assert 0.0 <= row["convergence"][method] <= 1.0
+            assert ("sd_batch_all" in row["convergence"]) == bool(row["row"]["batch"])
             assert math.isfinite(row["mean_min_cfd"]["sd"])
+        # The threshold is the mean of the recorded maxima (THRESHOLD_RULE).
+        maxima = rec["threshold_estimate"]["maxima"]
+        assert len(maxima) == record["config"]["threshold_repeats"]
+        assert abs(rec["threshold"] - sum(maxima) / len(maxima)) < 1e-12
     r50 = on_disk["r50"]
     for k in ("mean_abs_error", "cov_rel_frobenius_error", "nn_ratio_synthetic_over_target_self"):
         assert math.isfinite(r50[k])
@@ -74,7 +80,8 @@ def test_quick_sd_flow_moves_towards_target(quick_record):
 
 
 def _max_cfd_over_pairs(gm, key, n, pairs):
-    """Weber sec. 7.2's threshold: max CFD between independent n-point target draws."""
+    """Weber sec. 7.2's threshold: max CFD between independent n-point target draws
+    (wgdiff.metrics.cfd per pair, independent of the tables' sdflow.cfd_pair_values)."""
 
     def one(k):
         kx, ky, kf = jax.random.split(k, 3)
@@ -85,16 +92,17 @@ def _max_cfd_over_pairs(gm, key, n, pairs):
 
 @pytest.mark.slow
 def test_rescaled_question_mark_reproduces_the_paper_threshold():
-    # The committed run's question-mark scale gives the paper's 0.0612 within 10% with
-    # fresh draws and keys (1000 pairs of 1024 points, as the paper); the unscaled
-    # reconstruction does not (0.074 measured).
+    # The committed run's question-mark scale gives the paper's 0.0612 within 10% by the
+    # tables' rule (mean of 5 maxima over 1000 pairs of 1024 points) with fresh draws and
+    # keys; the unscaled reconstruction does not (one maximum 0.074 measured).
     record = json.loads(RESULTS.read_text())
     if "question_mark" not in record:
         pytest.skip("the committed record has no Table 2 run (see sd_flow_tables.md)")
     rec = record["question_mark"]
     scale = rec["geometry_search"]["chosen"]
     gm = sd_flow_tables.scaled_mixture(toy.question_mark_mixture(), scale)
-    thr = _max_cfd_over_pairs(gm, jax.random.key(123), 1024, 1000)
+    keys = jax.random.split(jax.random.key(123), sd_flow_tables.THRESHOLD_REPEATS)
+    thr = sum(_max_cfd_over_pairs(gm, k, 1024, 1000) for k in keys) / len(keys)
     paper = sd_flow_tables.PAPER_THRESHOLDS["question_mark"]
     assert abs(thr - paper) < 0.10 * paper
     assert abs(rec["threshold"] - paper) < 0.10 * paper

@@ -132,6 +132,7 @@ FULLY_ANNOTATED = (
     "wgdiff.nets",
     "wgdiff.samplers",
     "wgdiff.sde",
+    "wgdiff.sdflow",
     "wgdiff.train",
 )
 

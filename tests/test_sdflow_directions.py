@@ -63,8 +63,9 @@ def random_sets(seed, n, m_t, m_s, d, scale=1.0, offset=0.0):
 CHUNKS = dict(z_chunk=7, point_chunk=11)
 
 
-@pytest.mark.parametrize("d", [2, 50])
-@pytest.mark.parametrize("chunks", [CHUNKS, {}])
+# d = 2: explicit-difference distances, chunked and padded; d = 50: the Gram form
+# (above geometry.DIRECT_DISTANCE_MAX_DIM) in the default single block.
+@pytest.mark.parametrize("d, chunks", [(2, CHUNKS), (50, {})])
 def test_score_difference_matches_numpy(d, chunks):
     z, target, source = random_sets(0, 37, 53, 41, d)
     sigma = 1.3 * np.sqrt(d)
@@ -156,7 +157,7 @@ def test_score_difference_is_sigma2_times_smoothed_score_difference():
             sq = jnp.sum((zz[None, :] - points) ** 2, -1)
             return jax.nn.logsumexp(-sq / (2 * sigma**2))
 
-        return jax.vmap(jax.grad(f))
+        return jax.jit(jax.vmap(jax.grad(f)))  # one compiled program, not op by op
 
     with jax.enable_x64(True):
         autodiff = log_smoothed(jnp.asarray(target))(z) - log_smoothed(jnp.asarray(source))(z)
@@ -216,8 +217,59 @@ def test_kernel_score_is_the_gradient_of_the_log_kde(d):
         def log_kde(q):
             return jax.nn.logsumexp(-jnp.sum((q - points) ** 2, -1) / (2 * sigma**2))
 
-        want = np.asarray(jax.vmap(jax.grad(log_kde))(jnp.asarray(x)))
+        want = np.asarray(jax.jit(jax.vmap(jax.grad(log_kde)))(jnp.asarray(x)))
     assert np.all(np.isfinite(got))
     assert rel_err(got, want) < RTOL
     with pytest.raises(ValueError, match="points"):
         sdflow.kernel_score(x, points[:, :1], sigma)
+
+
+# -- CFD monitor (Weber sec. 7.2) -----------------------------------------------------------
+
+
+def test_sincos_matches_float64_numpy():
+    # float32 phases over the range the tables meet (|w.x| up to ~100 for the grid's
+    # base at (-10, 10)) and beyond: the polynomial is within 1e-6 of float64 cos/sin of
+    # the same float32 phase (measured 4e-7: a few ulp of 1), in float64 within 2e-7
+    # (its series truncation, measured 1.1e-7).
+    phase = np.linspace(-300.0, 300.0, 60001).astype(np.float32)
+    cos, sin = sdflow.sincos(jnp.asarray(phase))
+    assert cos.dtype == jnp.float32
+    exact = phase.astype(np.float64)
+    assert np.abs(np.asarray(cos, np.float64) - np.cos(exact)).max() < 1e-6
+    assert np.abs(np.asarray(sin, np.float64) - np.sin(exact)).max() < 1e-6
+    with jax.enable_x64(True):
+        cos64, sin64 = sdflow.sincos(jnp.asarray(exact))
+    assert np.abs(np.asarray(cos64) - np.cos(exact)).max() < 2e-7
+    assert np.abs(np.asarray(sin64) - np.sin(exact)).max() < 2e-7
+
+
+def test_cfd_monitor_is_metrics_cfd():
+    # Same frequencies and formula as wgdiff.metrics.cfd: equal to float32 round-off of
+    # the cosines/sines (1e-6 per term, averaged), far from the origin as well.
+    from wgdiff import metrics
+
+    rng = np.random.default_rng(13)
+    target = rng.normal(size=(300, 3)).astype(np.float32) * 3 + 10
+    particles = rng.normal(size=(200, 3)).astype(np.float32) * 3 + 9
+    key = jax.random.key(2)
+    got = float(jax.jit(sdflow.cfd_monitor(target, key))(jnp.asarray(particles)))
+    want = float(metrics.cfd(particles, target, key=key))
+    assert 0.01 < want and abs(got - want) < 2e-6
+    assert abs(float(sdflow.cfd_monitor(target, key)(target))) < 1e-6
+
+
+def test_cfd_pair_values_reproduce_metrics_cfd_threshold():
+    # The maximum of the pair CFDs is wgdiff.metrics.cfd_threshold of the same key
+    # (same draws and frequencies per pair), to float32 round-off.
+    from wgdiff import metrics
+
+    def sample(key, n):
+        return jax.random.normal(key, (n, 2)) * jnp.array([1.0, 0.3])
+
+    values = sdflow.cfd_pair_values(jax.random.key(5), sample, 64, 6)
+    assert values.shape == (6,) and bool(jnp.all(values > 0))
+    want = metrics.cfd_threshold(jax.random.key(5), sample, 64, n_trials=6)
+    assert abs(float(values.max()) - want) < 2e-6
+    with pytest.raises(TypeError, match="sample_fn"):
+        sdflow.cfd_pair_values(jax.random.key(0), "normal", 64, 6)

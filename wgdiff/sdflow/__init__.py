@@ -5,7 +5,8 @@ One concept per module: ``kernels`` (chunked log-sum-exp kernel sums),
 ``directions`` (SD eq. 15, MMD eq. 47, SVGD eq. 51), ``denoiser`` (eq. 17-19),
 ``density_ratio`` (eq. 35-38), ``particle_flow`` (Alg. 1), ``generator`` (Alg. 2),
 ``flow`` (the one flow contract ``update(state, target) -> (state, info)`` the
-three flows share, and :func:`run_flow`, its scan driver).
+three flows share, and :func:`run_flow`, its scan driver), ``monitor`` (the CFD of
+sec. 7.2 inside a flow's scan, and the pair CFDs of its threshold).
 """
 
 from wgdiff.sdflow.denoiser import (
@@ -35,6 +36,7 @@ from wgdiff.sdflow.directions import (
 from wgdiff.sdflow.flow import Flow, run_flow
 from wgdiff.sdflow.generator import GeneratorFlow, GeneratorState, generator_flow, sd_flow_targets
 from wgdiff.sdflow.kernels import kernel_moments, squared_distances
+from wgdiff.sdflow.monitor import cfd_monitor, cfd_pair_values, empirical_cf, sincos
 from wgdiff.sdflow.particle_flow import (
     BATCH_UPDATES,
     METHODS,
@@ -44,6 +46,7 @@ from wgdiff.sdflow.particle_flow import (
     ParticleFlow,
     adagrad_step,
     cosine_sigma2,
+    draw_batch_indices,
     particle_flow,
     stack_conditions,
 )
@@ -62,12 +65,16 @@ __all__ = [
     "GeneratorState",
     "ParticleFlow",
     "adagrad_step",
+    "cfd_monitor",
+    "cfd_pair_values",
     "cosine_sigma2",
     "density_ratio_direction",
     "denoiser_score_difference",
     "denoiser_update",
     "discriminator_flow",
     "discriminator_loss",
+    "draw_batch_indices",
+    "empirical_cf",
     "generator_flow",
     "kernel_denoiser",
     "kernel_moments",
@@ -81,6 +88,7 @@ __all__ = [
     "run_flow",
     "score_difference",
     "sd_flow_targets",
+    "sincos",
     "squared_distances",
     "stack_conditions",
     "svgd_direction",

@@ -25,19 +25,24 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from wgdiff._checks import check_positive, is_concrete
 from wgdiff.sdflow.directions import kernel_denoiser
 from wgdiff.sdflow.kernels import DEFAULT_POINT_CHUNK, DEFAULT_Z_CHUNK, check_point_set
 
+if TYPE_CHECKING:
+    from wgdiff.sde import SDE
+
 _BISECTION_STEPS = 60
 
 
-def noise_level_time(sde, sigma):
+def noise_level_time(sde: SDE, sigma: ArrayLike) -> jax.Array:
     """Time ``t`` at which ``s(t) / m(t) = sigma`` for ``sde`` (bisection, jit-safe).
 
     ``s/m`` increases with ``t`` for every SDE in :mod:`wgdiff.sde`. Concrete
@@ -69,7 +74,9 @@ def noise_level_time(sde, sigma):
     return 0.5 * (lo + hi)
 
 
-def tweedie_denoiser(score_fn: Callable, sde, sigma) -> Callable[[jax.Array], jax.Array]:
+def tweedie_denoiser(
+    score_fn: Callable, sde: SDE, sigma: ArrayLike
+) -> Callable[[jax.Array], jax.Array]:
     """Optimal-denoiser estimate ``D_p(z; sigma)`` from a score model (Weber eq. 18, footnote 9).
 
     Args:
@@ -94,7 +101,7 @@ def denoiser_score_difference(
     z: jax.Array,
     denoiser: Callable[[jax.Array], jax.Array],
     source: jax.Array,
-    sigma,
+    sigma: ArrayLike,
     *,
     z_chunk: int = DEFAULT_Z_CHUNK,
     point_chunk: int = DEFAULT_POINT_CHUNK,
@@ -119,7 +126,7 @@ def denoiser_score_difference(
     return denoised - kernel_denoiser(z, source, sigma, z_chunk=z_chunk, point_chunk=point_chunk)
 
 
-def denoiser_update(y: jax.Array, denoised: jax.Array, rho) -> jax.Array:
+def denoiser_update(y: jax.Array, denoised: jax.Array, rho: ArrayLike) -> jax.Array:
     """Weber eq. 19: ``y <- (1 - rho) y + rho D_p(z)``, ``D_q(z)`` replaced by ``y``.
 
     Args:

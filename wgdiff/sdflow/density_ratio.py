@@ -41,7 +41,9 @@ def _logits(logit_fn, params, y):
     return out.reshape(out.shape[0])
 
 
-def discriminator_loss(logit_fn: LogitFn, params, target: jax.Array, generated: jax.Array):
+def discriminator_loss(
+    logit_fn: LogitFn, params: Any, target: jax.Array, generated: jax.Array
+) -> jax.Array:
     """Logistic loss of a discriminator ``f = sigmoid(h)`` (target 1, generated 0), eq. 33-34.
 
     Args:
@@ -58,7 +60,7 @@ def discriminator_loss(logit_fn: LogitFn, params, target: jax.Array, generated: 
     )
 
 
-def density_ratio_direction(logit_fn: LogitFn, params, y: jax.Array) -> jax.Array:
+def density_ratio_direction(logit_fn: LogitFn, params: Any, y: jax.Array) -> jax.Array:
     """``grad_y h(y)`` per point, Weber eq. 35 / 38 (the score difference at the optimum).
 
     Args:
@@ -73,7 +75,7 @@ def density_ratio_direction(logit_fn: LogitFn, params, y: jax.Array) -> jax.Arra
     return jax.grad(lambda yy: jnp.sum(_logits(logit_fn, params, yy)))(y)
 
 
-def nonsaturating_direction(logit_fn: LogitFn, params, y: jax.Array) -> jax.Array:
+def nonsaturating_direction(logit_fn: LogitFn, params: Any, y: jax.Array) -> jax.Array:
     """Flow of the non-saturating generator loss, Weber eq. 36: ``(1 - f(y)) grad h(y)``."""
     check_point_set(y, "y")
     fake_prob = jax.nn.sigmoid(-_logits(logit_fn, params, y))

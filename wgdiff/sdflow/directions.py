@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from wgdiff._checks import check_positive, check_positive_int
 from wgdiff.sdflow.kernels import (
@@ -49,7 +50,7 @@ def score_difference(
     z: jax.Array,
     target: jax.Array,
     source: jax.Array,
-    sigma,
+    sigma: ArrayLike,
     *,
     z_chunk: int = DEFAULT_Z_CHUNK,
     point_chunk: int = DEFAULT_POINT_CHUNK,
@@ -85,7 +86,7 @@ def score_difference(
 def kernel_denoiser(
     z: jax.Array,
     points: jax.Array,
-    sigma,
+    sigma: ArrayLike,
     *,
     z_chunk: int = DEFAULT_Z_CHUNK,
     point_chunk: int = DEFAULT_POINT_CHUNK,
@@ -101,7 +102,7 @@ def kernel_denoiser(
 def kernel_score(
     x: jax.Array,
     points: jax.Array,
-    sigma,
+    sigma: ArrayLike,
     *,
     z_chunk: int = DEFAULT_Z_CHUNK,
     point_chunk: int = DEFAULT_POINT_CHUNK,
@@ -134,7 +135,7 @@ def mmd_direction(
     z: jax.Array,
     target: jax.Array,
     source: jax.Array,
-    sigma,
+    sigma: ArrayLike,
     *,
     z_chunk: int = DEFAULT_Z_CHUNK,
     point_chunk: int = DEFAULT_POINT_CHUNK,
@@ -238,7 +239,7 @@ def median_heuristic_sigma2(x: jax.Array, *, max_points: int = MEDIAN_MAX_POINTS
 def svgd_direction(
     x: jax.Array,
     target_score: Callable[[jax.Array], jax.Array],
-    bandwidth=None,
+    bandwidth: ArrayLike | None = None,
     *,
     kernel_points: jax.Array | None = None,
     z_chunk: int = DEFAULT_Z_CHUNK,

@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from jax.typing import ArrayLike
 
 from wgdiff._checks import check_positive, check_positive_int
 from wgdiff.sdflow.directions import SD_STEP_SCALE, score_difference
@@ -41,8 +42,8 @@ def sd_flow_targets(
     key: jax.Array,
     generated: jax.Array,
     target: jax.Array,
-    sigma,
-    step_size,
+    sigma: ArrayLike,
+    step_size: ArrayLike,
     *,
     z_chunk: int = DEFAULT_Z_CHUNK,
     point_chunk: int = DEFAULT_POINT_CHUNK,
@@ -91,8 +92,8 @@ def generator_flow(
     *,
     latent_dim: int,
     batch_size: int,
-    sigma,
-    step_size,
+    sigma: ArrayLike,
+    step_size: ArrayLike,
     z_chunk: int = DEFAULT_Z_CHUNK,
     point_chunk: int = DEFAULT_POINT_CHUNK,
 ) -> GeneratorFlow:
