@@ -532,9 +532,13 @@ def markdown_from_record(record: dict) -> str:
                 f"{rec['threshold_estimate']['pairs']} pairs ({maxima})."
             )
         t_conv, t_cfd = TABLE_TITLES[table]
+        fewer = {m: t for m, t in rec.get("trials_by_method", {}).items() if t != rec["trials"]}
+        trials_text = f"{rec['trials']} trials" + "".join(
+            f"; {m.upper()} {t} trials" for m, t in fewer.items()
+        )
         lines += [
             f"## {t_conv}: convergence probability ({table}, threshold {rec['threshold']:.4f}, "
-            f"paper {PAPER_THRESHOLDS[table]}, {rec['trials']} trials)", "",
+            f"paper {PAPER_THRESHOLDS[table]}, {trials_text})", "",
             f"Conditions where every trial converged: {counts}. Cost: "
             f"{rec['cost']['wall_s']:.0f} s wall, {rec['cost']['cpu_s']:.0f} s CPU, load "
             f"{rec['cost']['load_avg_1min_start']:.1f}-{rec['cost']['load_avg_1min_end']:.1f} "
@@ -566,6 +570,12 @@ def _merge_table(a: dict, b: dict) -> dict:
     out = dict(a)
     for k in ("counts", "timings", "min_cfd_per_trial"):
         out[k] = {**a[k], **b[k]}
+    out["trials_by_method"] = {
+        m: rec.get("trials_by_method", {}).get(m, rec["trials"])
+        for rec in (a, b)
+        for m in {m for r in rec["rows"] for m in r["convergence"]}
+    }
+    out["trials"] = max(out["trials_by_method"].values())
     rows = []
     for ra, rb in zip(a["rows"], b["rows"], strict=True):
         row = dict(ra)
