@@ -229,16 +229,23 @@ def test_committed_results_have_headlines(path):
 
 
 def test_quick_real_benchmark_through_cli(tmp_path):
-    """``python -m benchmarks --quick --only bounds``: a real benchmark end to end."""
+    """``wgdiff bench --quick --only bounds``: a real benchmark end to end, results untouched.
+
+    The default quick folder (``WGDIFF_BENCH_QUICK_DIR``) receives the records, and
+    ``git status`` of ``benchmarks/results/`` and its files' contents are as before (the
+    same check over every benchmark is the slow ``test_full_quick_suite``).
+    """
+    before = _snapshot(FULL)
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--only", "bounds"]
-        + ["--results-dir", str(tmp_path)],
+        [sys.executable, "-m", "wgdiff.cli", "bench", "--quick", "--only", "bounds"],
         cwd=REPO,
+        env={**os.environ, "WGDIFF_BENCH_QUICK_DIR": str(tmp_path)},
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert _snapshot(FULL) == before
     record = json.loads((tmp_path / "bounds_quick.json").read_text())
     assert record["quick"] is True and record["machine"]["versions"]["jax"]
     summary = (tmp_path / "SUMMARY_quick.md").read_text()
