@@ -79,9 +79,11 @@ def test_ci_runs_lint_before_tests():
 
 
 # -- type annotations on the public API ----------------------------------------------------
-# Fully annotated modules stay so; elsewhere the number of public functions lacking
-# annotations may only go down (lower UNANNOTATED_CEILING when you annotate more).
-UNANNOTATED_CEILING = 126
+# Every public function is annotated, except in the modules of PENDING, whose number of
+# unannotated public functions may only go down (lower UNANNOTATED_CEILING when you annotate
+# more; drop a module from PENDING once it has none).
+PENDING = ("wgdiff.losses.projection_oracle",)
+UNANNOTATED_CEILING = 9
 
 
 def public_functions() -> dict[str, object]:
@@ -121,33 +123,17 @@ def missing_annotations(fn) -> list[str]:
     return missing + (["return"] if sig.return_annotation is inspect.Signature.empty else [])
 
 
-FULLY_ANNOTATED = (
-    "wgdiff.bench",
-    "wgdiff.cli",
-    "wgdiff.data",
-    "wgdiff.evaluation",
-    "wgdiff.image_features",
-    "wgdiff.losses.projection",
-    "wgdiff.losses.score_matching",
-    "wgdiff.nets",
-    "wgdiff.samplers",
-    "wgdiff.sde",
-    "wgdiff.sdflow",
-    "wgdiff.train",
-)
-
-
 def test_public_functions_are_annotated():
     functions = public_functions()
     lacking = {name: missing_annotations(fn) for name, fn in functions.items()}
     lacking = {name: miss for name, miss in lacking.items() if miss}
     listing = "\n".join(f"  {name}: {', '.join(miss)}" for name, miss in sorted(lacking.items()))
     print(f"{len(lacking)} of {len(functions)} public functions lack annotations:\n{listing}")
-    # A module or package named there, and everything below it ("wgdiff.losses.projection"
-    # does not cover "wgdiff.losses.projection_oracle").
-    prefixes = tuple(f"{module}." for module in FULLY_ANNOTATED)
-    owned = {n: m for n, m in lacking.items() if n.startswith(prefixes)}
-    assert not owned, owned
+    # A module named in PENDING and everything below it ("wgdiff.losses.projection" would
+    # not cover "wgdiff.losses.projection_oracle").
+    pending = tuple(f"{module}." for module in PENDING)
+    unexpected = {n: m for n, m in lacking.items() if not n.startswith(pending)}
+    assert not unexpected, unexpected
     assert len(lacking) <= UNANNOTATED_CEILING, listing
     # The check itself: an unannotated function is reported, an annotated one is not.
     assert missing_annotations(lambda x, y=1: x) == ["x", "y", "return"]
