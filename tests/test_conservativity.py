@@ -154,7 +154,10 @@ def test_projected_loops_are_radial_projections_of_the_chords_equally_spaced():
             np.testing.assert_allclose(steps, steps.mean(), rtol=2e-2)
 
 
-@pytest.mark.parametrize("t", [0.01, 0.1, 0.3])
+@pytest.mark.parametrize(
+    "t",
+    [pytest.param(0.01, marks=pytest.mark.slow), 0.1, pytest.param(0.3, marks=pytest.mark.slow)],
+)
 def test_projected_loops_of_an_exact_score_integrate_to_zero(t):
     # The exact score of a Gaussian mixture is a gradient field: on loops with enough
     # vertices per edge the trapezoid rule's circulation is at float precision.
