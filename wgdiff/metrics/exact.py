@@ -7,20 +7,25 @@ of a plan proves that plan optimal; with a small violation ``r_i = min_j C_ij - 
 v_j < 0`` the suboptimality is at most ``mean_i max(0, -r_i)`` (sum the dual
 inequalities along any competing permutation).
 
-``n == m`` (an assignment, Birkhoff):
+``n == m`` (an assignment, Birkhoff), in units of the mean pairwise cost:
 
-1. approximate potentials from a coarse debiased-Sinkhorn solve (:mod:`.sinkhorn`);
+1. approximate potentials from a coarse (non-debiased) Sinkhorn solve (:mod:`.sinkhorn`),
+   then Sinkhorn on the candidate edges only down to a far smaller epsilon;
 2. a sparse candidate graph: for every row the ``k`` columns of least reduced cost
    ``C_ij - f_i - g_j``, for every column the ``k`` rows of least reduced cost, and a
    rank-matching along the principal axis (so a full matching always exists);
 3. the assignment on that graph, exactly, by SciPy's LAPJVsp
-   (``min_weight_full_bipartite_matching``) on the reduced costs;
+   (``min_weight_full_bipartite_matching``) on the reduced costs, rows and columns
+   relabelled first (its Hopcroft-Karp check is exponential on layered graphs);
 4. exact dual potentials of the sparse LP: ``v_j = C_{s(j) j} - u_{s(j)}`` on the
    matched edges and ``u`` the Bellman-Ford fixed point of the difference constraints
    ``u_i <= u_k + C_ij - C_kj`` (``k`` matched to ``j``), started from ``f``;
 5. the certificate: ``min_j C_ij - u_i - v_j`` over **all** pairs, in float64 row
-   chunks; the most violating pairs are added to the graph and steps 3-5 repeat
-   until no pair violates by more than ``tol``.
+   blocks (NumPy on the host); the most violating pairs are added to the graph and
+   steps 3-5 repeat until no pair violates by more than ``tol``.
+
+:func:`exact_assignment` runs the same pipeline inside ``jit``: step 1 in the trace,
+steps 2-5 on the host through ``jax.pure_callback``.
 
 ``n != m``: POT's network simplex (``ot.emd``) on the dense cost, with its duals
 checked by the same all-pairs certificate.
