@@ -776,7 +776,7 @@ def merge(parts: dict, cfg: dict, quick: bool, seed: int) -> dict:
             },
         }
     if "regularization" in parts:
-        reg = dict(parts["regularization"])
+        reg = {k: v for k, v in parts["regularization"].items() if k != "cost"}
         if "four_clusters" in parts:
             reg["none"] = regularization_entry(parts["four_clusters"]["trace"])
         results["regularization_study"] = reg
