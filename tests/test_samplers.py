@@ -43,7 +43,8 @@ def test_euler_maruyama_recovers_mixture_from_exact_score(mixture_setup):
     assert w2_coarse > floor and w2_coarse > 1.5 * w2_fine
 
 
-@pytest.mark.parametrize("kind", ["ode", "sde"])
+# The SDE case (SPaRK, per-example vmap) costs ~17 CPU-s: slow run; the ODE case stays default.
+@pytest.mark.parametrize("kind", ["ode", pytest.param("sde", marks=pytest.mark.slow)])
 def test_diffrax_recovers_mixture_from_exact_score(mixture_setup, kind):
     mix, sde, target, floor = mixture_setup
     x, stats = diffrax_solve(jax.random.key(1), sde, mix.score_fn(sde), (N, 2), kind=kind)

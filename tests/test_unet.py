@@ -22,7 +22,11 @@ def _perturbed(params, key, scale=0.1):
     "net,shape",
     [
         (UNet(base_channels=8, channel_mult=(1, 2)), (3, 8, 8, 1)),
-        (UNet(base_channels=8, channel_mult=(1, 2, 2), attention_resolutions=(8,)), (2, 16, 16, 3)),
+        pytest.param(  # three levels at 16x16x3: ~20 CPU-s of XLA compilation, slow run
+            UNet(base_channels=8, channel_mult=(1, 2, 2), attention_resolutions=(8,)),
+            (2, 16, 16, 3),
+            marks=pytest.mark.slow,
+        ),
         (UNet(base_channels=8, channel_mult=(1, 1), out_channels=2), (2, 8, 8, 3)),
     ],
 )
