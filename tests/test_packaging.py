@@ -82,8 +82,8 @@ def test_ci_runs_lint_before_tests():
 # Every public function is annotated, except in the modules of PENDING, whose number of
 # unannotated public functions may only go down (lower UNANNOTATED_CEILING when you annotate
 # more; drop a module from PENDING once it has none).
-PENDING = ("wgdiff.losses.projection_oracle",)
-UNANNOTATED_CEILING = 9
+PENDING: tuple[str, ...] = ()
+UNANNOTATED_CEILING = 0
 
 
 def public_functions() -> dict[str, object]:

@@ -88,10 +88,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from wgdiff._types import Array, PRNGKey, ScoreFn
+from wgdiff._types import Array, ArrayLike, PRNGKey, ScoreFn
 from wgdiff.data.toy import GaussianMixture
 from wgdiff.losses.projection import (
     ProjectFn,
+    Steps,
     _check_n_steps,
     ghimire_beta,
     predict_step,
@@ -157,21 +158,21 @@ class OracleProjection:
     sde: SDE
     newton_steps: int = struct.field(pytree_node=False, default=6)
 
-    def __call__(self, y, t_next, h):
+    def __call__(self, y: ArrayLike, t_next: ArrayLike, h: ArrayLike) -> Array:
         return _oracle_call(self, jnp.asarray(y), t_next, h)
 
-    def predict_map(self, x, t, h):
+    def predict_map(self, x: ArrayLike, t: ArrayLike, h: ArrayLike) -> Array:
         """``F(x) = x - h [f(x, t) - g^2 S(x, t)]``: ``x (n, d)``, ``t, h (n,)`` -> ``(n, d)``."""
         return predict_step(self.sde, self.mixture.score_fn(self.sde), x, t, h)
 
-    def denoised_target(self, x, t, h):
+    def denoised_target(self, x: ArrayLike, t: ArrayLike, h: ArrayLike) -> Array:
         """``mu(x) = E[x_mean | x_t = x] = (m(t - h) / m(t)) (x + s(t)^2 S(x, t))`` (Tweedie)."""
         m, s = self.sde.marginal_coeffs(t)
         m_next = self.sde.marginal_coeffs(t - h)[0]
         score = self.mixture.score_fn(self.sde)(x, t)
         return (m_next / m)[:, None] * (x + (s**2)[:, None] * score)
 
-    def bijective(self, t, h):
+    def bijective(self, t: ArrayLike, h: ArrayLike) -> Array:
         """True where ``A = 1 + h a - h g^2 / min_k lambda_min(V_k) > 0`` (step 4).
 
         Then ``F`` is a bijection and ``__call__`` is exact; elsewhere ``F`` may fold
@@ -183,7 +184,7 @@ class OracleProjection:
         g2 = self.sde.diffusion(t) ** 2
         return 1.0 + h * self.sde.drift_coeff(t) - h * g2 / (m**2 * lam + s**2) > 0
 
-    def preimage(self, y, t, h) -> Preimage:
+    def preimage(self, y: ArrayLike, t: ArrayLike, h: ArrayLike) -> Preimage:
         """``x = F^{-1}(y)`` by damped Newton (step 5), with its residual ``|F(x) - y|``.
 
         Args:
@@ -228,7 +229,7 @@ class OracleProjection:
         x = jax.lax.fori_loop(0, self.newton_steps, newton, x)
         return Preimage(x, residual(x))
 
-    def conditional_mean(self, y, t, h):
+    def conditional_mean(self, y: ArrayLike, t: ArrayLike, h: ArrayLike) -> Array:
         """``E[x_mean | x_pred = y] = mu(F^{-1}(y))`` (steps 2-3; exact where ``bijective``).
 
         Args:
@@ -273,7 +274,7 @@ class Eq35Projection:
     base: ProjectFn
     sde: SDE
 
-    def __call__(self, y, t_next, h):
+    def __call__(self, y: ArrayLike, t_next: ArrayLike, h: ArrayLike) -> Array:
         y = jnp.asarray(y)
         n = y.shape[0]
         h = _as_time(h, n, y.dtype)
@@ -288,9 +289,9 @@ def projection_relative_error(
     score_fn: ScoreFn,
     project_fn: ProjectFn,
     reference_fn: ProjectFn,
-    x0,
+    x0: ArrayLike,
     *,
-    n_steps,
+    n_steps: Steps,
     eps: float = 1e-3,
 ) -> dict[int, float]:
     """Held-out ``||T - T_ref|| / ||T_ref||`` on the objective's own distribution, per ``N``.
@@ -320,7 +321,9 @@ def projection_relative_error(
     return out
 
 
-def oracle_minimum(key: PRNGKey, oracle: OracleProjection, x0, *, n_steps, eps: float = 1e-3):
+def oracle_minimum(
+    key: PRNGKey, oracle: OracleProjection, x0: ArrayLike, *, n_steps: Steps, eps: float = 1e-3
+) -> tuple[float, float]:
     """Monte Carlo value ``E L(T*)`` with its standard error (for the trained nets' gap).
 
     Returns:
