@@ -122,6 +122,7 @@ def test_loss_of_closed_form_optimum_equals_closed_form_minimum(n_steps):
     )
 
 
+@pytest.mark.slow  # 1500 training steps (~15 CPU-s); the closed form itself is tested above
 def test_trained_projection_net_reaches_closed_form():
     """A step-conditioned MLP trained on the objective approaches T* and the loss minimum."""
     n_steps = (10, 20)

@@ -21,7 +21,11 @@ def _perturbed(params, key, scale=0.1):
 @pytest.mark.parametrize(
     "net,shape",
     [
-        (UNet(base_channels=8, channel_mult=(1, 2)), (3, 8, 8, 1)),
+        # The default configuration's shapes and scalar t are checked in
+        # test_time_and_input_conditioning; its own compile here is slow-run only.
+        pytest.param(
+            UNet(base_channels=8, channel_mult=(1, 2)), (3, 8, 8, 1), marks=pytest.mark.slow
+        ),
         pytest.param(  # three levels at 16x16x3: ~20 CPU-s of XLA compilation, slow run
             UNet(base_channels=8, channel_mult=(1, 2, 2), attention_resolutions=(8,)),
             (2, 16, 16, 3),
@@ -45,6 +49,9 @@ def test_time_and_input_conditioning():
     x = jax.random.normal(jax.random.key(0), (2, 8, 8, 1))
     params = _perturbed(net.init(jax.random.key(1), x, jnp.zeros(2)), jax.random.key(2))
     a, b = net.apply(params, x, 0.1), net.apply(params, x, 0.9)
+    assert a.shape == x.shape
+    # A scalar t means the same time for every example.
+    np.testing.assert_allclose(net.apply(params, x, jnp.full((2,), 0.1)), a, atol=1e-6)
     assert float(jnp.abs(a - b).max()) > 1e-3
     # Examples are processed independently (GroupNorm normalizes per example).
     single = net.apply(params, x[:1], 0.1)
@@ -127,6 +134,7 @@ def test_validation_errors():
         net.init(jax.random.key(0), jnp.zeros((2, 8, 8, 1)), jnp.zeros(3))
 
 
+@pytest.mark.slow  # ~26 CPU-s compiling a UNet gradient on XLA CPU
 def test_fits_a_time_dependent_target():
     """A few Adam steps must fit f(x, t) = -x t (loss drops by > 10x): the net is trainable."""
     net = UNet(base_channels=8)
