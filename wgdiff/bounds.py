@@ -508,9 +508,10 @@ def reverse_sde_path(
 def _w2_rescaled(a: np.ndarray, b: np.ndarray) -> float:
     """``W2(a, b)`` computed on ``a / c, b / c`` times ``c``, ``c`` the largest coordinate.
 
-    W2 is positively homogeneous, so this is the same number; the rescaling keeps the
-    squared costs inside the exact solver's range for samples of a diverging sampler
-    (finite but ~1e20 and beyond, where ``wgdiff.metrics.w2`` overflows).
+    W2 is positively homogeneous, so this is the same number. The exact solver already
+    works in units of the mean cost, but beyond ``EXACT_AUTO_MAX_PAIRS`` ``w2`` switches
+    to Sinkhorn, which refuses squared costs outside its dtype: the rescaling keeps
+    samples of a diverging sampler (finite but ~1e20 and beyond) measurable there too.
     """
     c = max(float(np.max(np.abs(a))), float(np.max(np.abs(b))), 1.0)
     return c * w2(a / c, b / c)
