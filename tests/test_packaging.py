@@ -79,11 +79,6 @@ def test_ci_runs_lint_before_tests():
 
 
 # -- type annotations on the public API ----------------------------------------------------
-# Every public function is annotated, except in the modules of PENDING, whose number of
-# unannotated public functions may only go down (lower UNANNOTATED_CEILING when you annotate
-# more; drop a module from PENDING once it has none).
-PENDING: tuple[str, ...] = ()
-UNANNOTATED_CEILING = 0
 
 
 def public_functions() -> dict[str, object]:
@@ -129,12 +124,7 @@ def test_public_functions_are_annotated():
     lacking = {name: miss for name, miss in lacking.items() if miss}
     listing = "\n".join(f"  {name}: {', '.join(miss)}" for name, miss in sorted(lacking.items()))
     print(f"{len(lacking)} of {len(functions)} public functions lack annotations:\n{listing}")
-    # A module named in PENDING and everything below it ("wgdiff.losses.projection" would
-    # not cover "wgdiff.losses.projection_oracle").
-    pending = tuple(f"{module}." for module in PENDING)
-    unexpected = {n: m for n, m in lacking.items() if not n.startswith(pending)}
-    assert not unexpected, unexpected
-    assert len(lacking) <= UNANNOTATED_CEILING, listing
+    assert not lacking, listing
     # The check itself: an unannotated function is reported, an annotated one is not.
     assert missing_annotations(lambda x, y=1: x) == ["x", "y", "return"]
 
