@@ -294,38 +294,42 @@ def test_reverse_sde_path_with_exact_score_follows_the_marginals():
     np.testing.assert_allclose(var, true_var(times), rtol=0.06)
 
 
-def test_converged_reverse_path_flags_unstable_levels():
-    # s = -20 x is stiff: the two coarsest levels (10 and 20 steps) are unstable, so the
-    # change between them is huge and the path is reported unconverged (the slow test
-    # below follows the halving to convergence).
-    stiff = lambda x, t: -20.0 * x
+def _stiff_converged_path(max_level):
+    """``converged_reverse_path`` for the stiff field ``s = -20 x``: x <- x (1 + h beta / 2
+    - 20 h beta) blows up until h beta < ~0.1, so the coarse levels are unstable."""
     times = jnp.linspace(0.1, 1.0, 6)
     x_T = jax.random.normal(jax.random.key(4), (256, 2))
-    short = bounds.converged_reverse_path(
-        jax.random.key(5), SDE, stiff, x_T, times, substeps=2, max_level=1, rtol=0.02
+    return bounds.converged_reverse_path(
+        jax.random.key(5),
+        SDE,
+        lambda x, t: -20.0 * x,
+        x_T,
+        times,
+        substeps=2,
+        max_level=max_level,
+        rtol=0.02,
     )
+
+
+def test_converged_reverse_path_flags_unstable_levels():
+    # The two coarsest levels (10 and 20 steps) are unstable, so the change between them
+    # is huge and the path is reported unconverged (the slow test below follows the
+    # halving to convergence).
+    short = _stiff_converged_path(max_level=1)
     assert not short.converged and short.n_steps == 20 and list(short.levels) == [10, 20]
     assert len(short.rms_changes) == 1 and short.rms_changes[0] > 1.0
 
 
 @pytest.mark.slow
 def test_converged_reverse_path_halves_until_stable():
-    # s = -20 x is stiff: x <- x (1 + h beta / 2 - 20 h beta) blows up until h beta < ~0.1.
-    stiff = lambda x, t: -20.0 * x
-    times = jnp.linspace(0.1, 1.0, 6)
-    x_T = jax.random.normal(jax.random.key(4), (256, 2))
-    res = bounds.converged_reverse_path(
-        jax.random.key(5), SDE, stiff, x_T, times, substeps=2, max_level=7, rtol=0.02
-    )
+    res = _stiff_converged_path(max_level=7)
     assert res.converged
     assert list(res.levels) == [10 * 2**lev for lev in range(len(res.levels))]
     assert len(res.levels) >= 4  # the coarse levels are unstable
     assert res.rms_changes[0] > 1e3 * res.rms_changes[-1]
     # strong order 1 for additive noise once stable: the change halves per level
     assert 0.3 < res.rms_changes[-1] / res.rms_changes[-2] < 0.7
-    short = bounds.converged_reverse_path(
-        jax.random.key(5), SDE, stiff, x_T, times, substeps=2, max_level=1, rtol=0.02
-    )
+    short = _stiff_converged_path(max_level=1)
     assert not short.converged and short.n_steps == 20
 
 
