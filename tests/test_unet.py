@@ -10,14 +10,6 @@ from wgdiff.nets import ScoreMLP, sinusoidal_embedding
 from wgdiff.nets.unet import UNet
 
 
-def _perturbed(params, key, scale=0.1):
-    """Move every parameter off its (partly zero) init so the output depends on all inputs."""
-    leaves, treedef = jax.tree.flatten(params)
-    keys = jax.random.split(key, len(leaves))
-    moved = [p + scale * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys, strict=True)]
-    return jax.tree.unflatten(treedef, moved)
-
-
 @pytest.mark.parametrize(
     "net,shape",
     [
@@ -44,17 +36,38 @@ def test_output_shape_and_scalar_time(net, shape):
     np.testing.assert_allclose(net.apply(params, x, 0.3), out, atol=1e-6)
 
 
+def _random_params(net, x, key, scale=0.1):
+    """Parameters of ``net``'s shapes drawn at random, without running ``net.init``.
+
+    Initialising a UNet costs 18-32 CPU-s on XLA CPU (its compile), all spent on values
+    this test replaces anyway; ``jax.eval_shape`` gives the shapes for free. GroupNorm
+    scales sit around 1, everything else around 0, so every input reaches the output.
+    """
+    shapes = jax.eval_shape(net.init, jax.random.key(0), x, jnp.zeros(x.shape[0]))
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(shapes)
+    # One draw for all leaves: an eager draw per distinct shape costs a compile each.
+    sizes = [int(np.prod(leaf.shape)) for _, leaf in leaves]
+    flat = np.asarray(jax.random.normal(key, (sum(sizes),)))
+    pieces = np.split(flat, np.cumsum(sizes)[:-1])
+    drawn = [
+        jnp.asarray(float(_keys(path)[-1] == "scale") + scale * piece.reshape(leaf.shape))
+        for (path, leaf), piece in zip(leaves, pieces, strict=True)
+    ]
+    return jax.tree.unflatten(treedef, drawn)
+
+
 def test_time_and_input_conditioning():
     net = UNet(base_channels=8)
     x = jax.random.normal(jax.random.key(0), (2, 8, 8, 1))
-    params = _perturbed(net.init(jax.random.key(1), x, jnp.zeros(2)), jax.random.key(2))
-    a, b = net.apply(params, x, 0.1), net.apply(params, x, 0.9)
+    params = _random_params(net, x, jax.random.key(2))
+    apply = jax.jit(net.apply)
+    a, b = apply(params, x, 0.1), apply(params, x, 0.9)
     assert a.shape == x.shape
     # A scalar t means the same time for every example.
-    np.testing.assert_allclose(net.apply(params, x, jnp.full((2,), 0.1)), a, atol=1e-6)
+    np.testing.assert_allclose(apply(params, x, jnp.full((2,), 0.1)), a, atol=1e-6)
     assert float(jnp.abs(a - b).max()) > 1e-3
     # Examples are processed independently (GroupNorm normalizes per example).
-    single = net.apply(params, x[:1], 0.1)
+    single = apply(params, x[:1], 0.1)
     np.testing.assert_allclose(single, a[:1], atol=1e-5)
 
 
@@ -75,19 +88,20 @@ def test_attention_blocks_are_where_asked_and_change_the_output(resolutions, exp
     changes the net's output. Removing attention from UNet fails both checks."""
     net = UNet(base_channels=8, channel_mult=(1, 2), attention_resolutions=resolutions)
     x = jax.random.normal(jax.random.key(0), (2, 8, 8, 1))
-    params = _perturbed(net.init(jax.random.key(1), x, jnp.zeros(2)), jax.random.key(2))
+    params = _random_params(net, x, jax.random.key(2))
     blocks = _attention_blocks(params)
     assert len(blocks) == expected, blocks
-    out = net.apply(params, x, 0.3)
+    apply = jax.jit(net.apply)  # one compile: the silenced trees have the same shapes
+    out = apply(params, x, 0.3)
     for block in blocks:
-        # The attention's output projection (zero-initialised, moved by _perturbed).
+        # The attention's output projection (zero-initialised by init, drawn at random here).
         silenced = jax.tree_util.tree_map_with_path(
             lambda path, p, b=block: (
                 jnp.zeros_like(p) if b in _keys(path) and _keys(path)[-2] == "out" else p
             ),
             params,
         )
-        assert float(jnp.abs(net.apply(silenced, x, 0.3) - out).max()) > 1e-4, block
+        assert float(jnp.abs(apply(silenced, x, 0.3) - out).max()) > 1e-4, block
 
 
 def test_sinusoidal_embedding_matches_numpy():
