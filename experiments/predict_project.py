@@ -123,8 +123,9 @@ FULL = {
     "mix_joint_steps": 12_500,
     "mix_batch": 256,
     "digit_unet": 16,
-    "digit_steps": 6_000,
-    "digit_budget_cpu_s": 150.0,
+    "digit_steps": 20_000,
+    "digit_budget_cpu_s": 1500.0,
+    "digit_checkpoints": 3,
     "digit_batch": 32,
     "digit_eval": 256,
     "digit_seeds": 2,
@@ -158,6 +159,7 @@ QUICK = {
     "digit_unet": 0,
     "digit_steps": 20,
     "digit_budget_cpu_s": 60.0,
+    "digit_checkpoints": 2,
     "digit_batch": 16,
     "digit_eval": 64,
     "digit_seeds": 2,
@@ -378,7 +380,7 @@ def train_projection(cfg, sde, score_fn, net, data, seed, n_steps):
     return Partial(net.apply, fit.params), fit.history
 
 
-def train_joint(cfg, sde, joint, data, seed, n_steps, batch, lr, budget_s=None):
+def train_joint(cfg, sde, joint, data, seed, n_steps, batch, lr, budget_s=None, **evaluation):
     x1 = jnp.asarray(data[:2])
     params = joint.init(
         jax.random.key(seed), x1, jnp.full(2, 0.5), method=ScoreAndProjection.init_both
@@ -398,6 +400,7 @@ def train_joint(cfg, sde, joint, data, seed, n_steps, batch, lr, budget_s=None):
         params=params,
         budget_s=budget_s,
         clock="process",
+        **evaluation,  # evaluate, evaluate_every (digits quality checkpoints)
         log_every=max(1, n_steps // 20),
         mesh=None,
     )
@@ -575,6 +578,8 @@ def run_digits(cfg, sde, out_dir):
         for _ in range(cfg["digit_seeds"])
     ]
     metric = lambda x, ref: float(fd_digits(x, ref, params=clf_params))
+    images_of = (lambda x: x.reshape(-1, 8, 8, 1)) if not cfg["digit_unet"] else (lambda x: x)
+    image_metric = lambda x, ref: metric(images_of(x), ref)
     if cfg["digit_unet"]:
         joint = ScoreAndProjection(
             UNet(base_channels=cfg["digit_unet"]),
@@ -586,6 +591,16 @@ def run_digits(cfg, sde, out_dir):
             ScoreMLP(features=(64, 64)), StepConditioned(ScoreMLP(features=(64, 64)))
         )
         data, shape = images.reshape(images.shape[0], -1), (n, 64)
+    quality_steps = cfg["digit_quality_steps"]
+
+    def quality_check(score_fn, state):
+        """FD-digits of EM at ``digit_quality_steps`` on the EMA net (same key each time)."""
+        model = Partial(score_fn.func, *score_fn.args)  # params traced: one compile
+        x = sample(
+            jax.random.key(999), sde, model, shape, EulerMaruyama(), UniformGrid(quality_steps, EPS)
+        ).x
+        return {"fd_digits_em": image_metric(np.asarray(x), reference)}
+
     score_fn, project_fn, history = train_joint(
         cfg,
         sde,
@@ -596,20 +611,18 @@ def run_digits(cfg, sde, out_dir):
         cfg["digit_batch"],
         1e-3,
         budget_s=cfg["digit_budget_cpu_s"],
+        evaluate=quality_check,
+        evaluate_every=cfg["digit_steps"] // cfg["digit_checkpoints"],
     )
     train_cpu = cpu_seconds() - start_cpu
     print(f"digits trained ({train_cpu:.0f} CPU s, {history[-1]['step']} steps)", flush=True)
-    images_of = (lambda x: x.reshape(-1, 8, 8, 1)) if not cfg["digit_unet"] else (lambda x: x)
-    image_metric = lambda x, ref: metric(images_of(x), ref)
+    checkpoints = [
+        {"step": int(r["step"]), "fd_digits_em": r["fd_digits_em"], "loss": float(r["loss"])}
+        for r in history
+        if "fd_digits_em" in r
+    ]
+    quality = checkpoints[-1]["fd_digits_em"]  # the final EMA net (fit's last evaluation)
     evaluator = Evaluator(sde, score_fn, shape, image_metric)
-    quality_steps = cfg["digit_quality_steps"]
-    quality, _ = evaluator.run(
-        jax.random.key(999),
-        f"em@{quality_steps}",
-        EulerMaruyama(),
-        UniformGrid(quality_steps, EPS),
-        reference,
-    )
     auto = auto_delta_mu(
         jax.random.key(3),
         sde,
@@ -645,7 +658,10 @@ def run_digits(cfg, sde, out_dir):
             "steps_max": cfg["digit_steps"],
             "cpu_budget_s": cfg["digit_budget_cpu_s"],
             "final_loss": float(history[-1]["loss"]),
+            "stopped": history[-1].get("stopped"),
+            "lr": "1e-3 peak, cosine to 5% over steps_max; EMA 0.999",
             "cpu_s": train_cpu,
+            "fd_digits_checkpoints": checkpoints,
         },
         "quality_em": {
             "n_steps": quality_steps,
