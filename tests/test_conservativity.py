@@ -99,23 +99,25 @@ def test_loop_integral_zero_for_gradient_field_and_per_loop_times():
     assert float(jnp.max(cons.loop_violation(analytic_gradient_field, loops, times))) < 1e-4
 
 
+# The two loop-builder tests share shapes and counts, so the builders compile once.
+LOOP_X0_SHAPE, LOOP_ANCHORS, LOOP_PPE = (3, 3), 4, 32
+
+
 def test_loop_builders_geometry():
-    x0 = jax.random.normal(jax.random.key(10), (5, 3))
-    t = 0.4
+    x0 = jax.random.normal(jax.random.key(10), LOOP_X0_SHAPE)
+    t, ppe = 0.4, LOOP_PPE
     m_t, s_t = SDE.marginal_coeffs(jnp.asarray(t))
     centre = m_t * x0[:, None]
     circ = cons.corrupted_circle_loops(jax.random.key(11), SDE, x0, t, n_points=32)
-    assert circ.shape == (5, 32, 3)
+    assert circ.shape == (3, 32, 3)
     np.testing.assert_allclose(jnp.linalg.norm(circ - centre, axis=-1), s_t * np.sqrt(3), rtol=1e-5)
-    inter = cons.interpolated_loops(jax.random.key(12), SDE, x0, t, n_anchors=4, points_per_edge=8)
-    proj = cons.projected_interpolated_loops(
-        jax.random.key(12), SDE, x0, t, n_anchors=4, points_per_edge=8
-    )
-    assert inter.shape == proj.shape == (5, 32, 3)
-    anchors = inter[:, ::8]
-    np.testing.assert_allclose(proj[:, ::8], anchors, rtol=1e-5, atol=1e-6)
+    inter = cons.interpolated_loops(jax.random.key(12), SDE, x0, t, LOOP_ANCHORS, ppe)
+    proj = cons.projected_interpolated_loops(jax.random.key(12), SDE, x0, t, LOOP_ANCHORS, ppe)
+    assert inter.shape == proj.shape == (3, 4 * ppe, 3)
+    anchors = inter[:, ::ppe]
+    np.testing.assert_allclose(proj[:, ::ppe], anchors, rtol=1e-5, atol=1e-6)
     # midpoints of interpolated edges lie on the chord
-    mid = inter[:, 4]
+    mid = inter[:, ppe // 2]
     np.testing.assert_allclose(mid, 0.5 * (anchors[:, 0] + anchors[:, 1]), atol=1e-6)
     # every loop of a gradient field closes (here the exact score of N(0, I))
     score = lambda x, t: -x
@@ -127,8 +129,8 @@ def test_projected_loops_are_radial_projections_of_the_chords_equally_spaced():
     # An independent float64 transcription: each vertex must be the radial projection
     # c + (r_a + f (r_b - r_a)) p / |p| of a chord point p = a + f (b - a), and the
     # vertices of an edge must be equally spaced in arc length.
-    x0 = jax.random.normal(jax.random.key(20), (3, 3))
-    t, k, ppe = 0.3, 4, 32
+    x0 = jax.random.normal(jax.random.key(20), LOOP_X0_SHAPE)
+    t, k, ppe = 0.3, LOOP_ANCHORS, LOOP_PPE
     proj = np.asarray(cons.projected_interpolated_loops(jax.random.key(21), SDE, x0, t, k, ppe))
     inter = np.asarray(cons.interpolated_loops(jax.random.key(21), SDE, x0, t, k, ppe), np.float64)
     m_t = float(SDE.marginal_coeffs(jnp.asarray(t))[0])

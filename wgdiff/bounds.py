@@ -318,7 +318,7 @@ def local_one_sided_lipschitz(score_fn: ScoreFn, points: ArrayLike, t: ArrayLike
         jac = jax.jacfwd(lambda v: score_fn(v.reshape((1,) + event), t).reshape(-1))(xi)
         return jnp.linalg.eigvalsh(0.5 * (jac + jac.T))[-1]
 
-    return jax.vmap(single)(flat)
+    return jax.jit(jax.vmap(single))(flat)  # one program, not one dispatch per operation
 
 
 def lipschitz_profile(

@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -96,7 +97,7 @@ def jacobian_asymmetry(
             jac = jax.jacfwd(flat)(xi.reshape(-1))
             return jnp.linalg.norm(jac - jac.T) / jnp.linalg.norm(jac)
 
-        return jax.vmap(single)(x, t_rows)
+        return jax.jit(jax.vmap(single))(x, t_rows)
 
     if key is None:
         raise ValueError("method='projection' needs a PRNG key")
@@ -118,8 +119,12 @@ def jacobian_asymmetry(
         asym, norm = jax.vmap(probe)(uv[0], uv[1])
         return jnp.sum(asym, axis=0), jnp.sum(norm, axis=0)
 
-    asym, norm = jax.lax.map(chunk, jax.random.split(key, n_chunks))
-    return jnp.sqrt(jnp.sum(asym, axis=0) / jnp.sum(norm, axis=0))
+    @jax.jit
+    def estimate(keys):
+        asym, norm = jax.lax.map(chunk, keys)
+        return jnp.sqrt(jnp.sum(asym, axis=0) / jnp.sum(norm, axis=0))
+
+    return estimate(jax.random.split(key, n_chunks))
 
 
 def _loop_terms(score_fn, loops, t):
@@ -131,14 +136,19 @@ def _loop_terms(score_fn, loops, t):
     check_finite(loops, "loops")
     m, k, event = loops.shape[0], loops.shape[1], loops.shape[2:]
     t = _per_example_time(t, m, loops.dtype)
-    t_points = jnp.repeat(t, k) if t.ndim else t
-    s = score_fn(loops.reshape((m * k,) + event), t_points).reshape(m, k, -1)
-    pts = loops.reshape(m, k, -1)
-    dx = jnp.roll(pts, -1, axis=1) - pts  # the last vertex connects back to the first
-    s_mid = 0.5 * (s + jnp.roll(s, -1, axis=1))
-    work = jnp.sum(s_mid * dx, axis=-1)
-    size = jnp.linalg.norm(s_mid, axis=-1) * jnp.linalg.norm(dx, axis=-1)
-    return work, size
+
+    @jax.jit  # one program instead of one dispatch per operation
+    def terms(loops, t):
+        t_points = jnp.repeat(t, k) if t.ndim else t
+        s = score_fn(loops.reshape((m * k,) + event), t_points).reshape(m, k, -1)
+        pts = loops.reshape(m, k, -1)
+        dx = jnp.roll(pts, -1, axis=1) - pts  # the last vertex connects back to the first
+        s_mid = 0.5 * (s + jnp.roll(s, -1, axis=1))
+        work = jnp.sum(s_mid * dx, axis=-1)
+        size = jnp.linalg.norm(s_mid, axis=-1) * jnp.linalg.norm(dx, axis=-1)
+        return work, size
+
+    return terms(loops, t)
 
 
 def loop_integral(score_fn: ScoreFn, loops: ArrayLike, t: ArrayLike) -> Array:
@@ -168,15 +178,14 @@ def loop_violation(score_fn: ScoreFn, loops: ArrayLike, t: ArrayLike) -> Array:
 
 
 # ------------------------------------------------------------------ loop builders
-def _check_loop_args(sde, x0, t, name="x0"):
+def _check_loop_args(x0, t, name="x0"):
     x0 = jnp.asarray(x0)
     check_ndim(x0, tuple(range(2, 6)), name, "(m, *event)")
     check_finite(x0, name)
     t = jnp.asarray(t, x0.dtype)
     if t.ndim:
         raise ValueError(f"t must be a scalar, got shape {t.shape}")
-    m_t, s_t = sde.marginal_coeffs(t)
-    return x0, m_t, s_t
+    return x0, t
 
 
 def _orthonormal_pair(key, shape, dtype):
@@ -206,8 +215,15 @@ def corrupted_circle_loops(
     Returns:
         ``(m, n_points, *event)`` closed polylines.
     """
-    x0, m_t, s_t = _check_loop_args(sde, x0, t)
-    n_points = check_positive_int(n_points, "n_points")
+    x0, t = _check_loop_args(x0, t)
+    return _circles(key, sde, x0, t, check_positive_int(n_points, "n_points"))
+
+
+# The builders run as one compiled program each (the loop counts are static): eager
+# dispatch of their ~50 small operations costs more than the arithmetic.
+@functools.partial(jax.jit, static_argnames=("n_points",))
+def _circles(key, sde, x0, t, n_points):
+    m_t, s_t = sde.marginal_coeffs(t)
     m, event = x0.shape[0], x0.shape[1:]
     d = math.prod(event)
     u, v = _orthonormal_pair(key, (m, d), x0.dtype)
@@ -219,12 +235,16 @@ def corrupted_circle_loops(
     return (centre + s_t * math.sqrt(d) * offsets).reshape((m, n_points) + event)
 
 
-def _anchor_loops(key, sde, x0, t, n_anchors, points_per_edge):
-    x0, m_t, s_t = _check_loop_args(sde, x0, t)
+def _check_anchor_args(x0, t, n_anchors, points_per_edge):
+    x0, t = _check_loop_args(x0, t)
     n_anchors = check_positive_int(n_anchors, "n_anchors")
     if n_anchors < 3:
         raise ValueError(f"n_anchors must be >= 3, got {n_anchors}")
-    points_per_edge = check_positive_int(points_per_edge, "points_per_edge")
+    return x0, t, n_anchors, check_positive_int(points_per_edge, "points_per_edge")
+
+
+def _anchor_loops(key, sde, x0, t, n_anchors, points_per_edge):
+    m_t, s_t = sde.marginal_coeffs(t)
     m, event = x0.shape[0], x0.shape[1:]
     d = math.prod(event)
     centre = (m_t * x0).reshape(m, 1, d)
@@ -249,6 +269,12 @@ def interpolated_loops(
     the corners of a closed polygon, each edge discretized by linear interpolation
     with ``points_per_edge`` points. Returns ``(m, n_anchors * points_per_edge, *event)``.
     """
+    x0, t, n_anchors, points_per_edge = _check_anchor_args(x0, t, n_anchors, points_per_edge)
+    return _interpolated(key, sde, x0, t, n_anchors, points_per_edge)
+
+
+@functools.partial(jax.jit, static_argnames=("n_anchors", "points_per_edge"))
+def _interpolated(key, sde, x0, t, n_anchors, points_per_edge):
     path, _, _, _, event = _anchor_loops(key, sde, x0, t, n_anchors, points_per_edge)
     return path.reshape(path.shape[:2] + event)
 
@@ -300,8 +326,14 @@ def projected_interpolated_loops(
     Returns:
         ``(m, n_anchors * points_per_edge, *event)``.
     """
-    _, centre, _, anchors, event = _anchor_loops(key, sde, x0, t, n_anchors, points_per_edge)
+    x0, t, n_anchors, points_per_edge = _check_anchor_args(x0, t, n_anchors, points_per_edge)
     oversample = check_positive_int(oversample, "oversample")
+    return _projected(key, sde, x0, t, n_anchors, points_per_edge, oversample)
+
+
+@functools.partial(jax.jit, static_argnames=("n_anchors", "points_per_edge", "oversample"))
+def _projected(key, sde, x0, t, n_anchors, points_per_edge, oversample):
+    _, centre, _, anchors, event = _anchor_loops(key, sde, x0, t, n_anchors, points_per_edge)
     a = anchors - centre  # (m, K, d), about the centre
     b = jnp.roll(a, -1, axis=1)
     r_a = jnp.linalg.norm(a, axis=-1, keepdims=True)
