@@ -51,7 +51,7 @@ from wgdiff._types import ArrayLike
 from wgdiff.geometry import DEFAULT_COL_CHUNK, DEFAULT_ROW_CHUNK, squared_distances
 from wgdiff.metrics._common import check_pair
 from wgdiff.metrics.sinkhorn import (
-    DEFAULT_OVERRELAXATION,
+    DEFAULT_ANDERSON_MEMORY,
     DEFAULT_SCALING,
     DENSE_MAX_PAIRS,
     _centred,
@@ -67,6 +67,7 @@ DEFAULT_NEIGHBORS = 8
 # Candidate potentials: Sinkhorn at this fraction of the mean pairwise cost.
 CANDIDATE_RELATIVE_EPSILON = 1e-2
 CANDIDATE_ITERATIONS = 100
+CANDIDATE_THRESHOLD = 1e-2
 # then Sinkhorn on the candidate edges only, halving epsilon down to this fraction
 SPARSE_RELATIVE_EPSILON = 1e-5
 SPARSE_ITERATIONS_PER_EPS = 5
@@ -383,7 +384,7 @@ def exact_ot(
             xs,
             ys,
             epsilon=CANDIDATE_RELATIVE_EPSILON,
-            threshold=1e-2,
+            threshold=CANDIDATE_THRESHOLD,
             max_iterations=CANDIDATE_ITERATIONS,
             debias=False,
         )
@@ -514,7 +515,7 @@ def _exact_assignment(x, y):
         0.0,
         DEFAULT_SCALING,
         1e-2,
-        DEFAULT_OVERRELAXATION,
+        memory=DEFAULT_ANDERSON_MEMORY,
         dense=n * n <= DENSE_MAX_PAIRS,
         max_iterations=CANDIDATE_ITERATIONS,
         row_chunk=DEFAULT_ROW_CHUNK,

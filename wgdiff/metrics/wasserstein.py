@@ -32,6 +32,7 @@ from wgdiff.metrics.sinkhorn import (
     DEFAULT_MAX_ITERATIONS,
     DEFAULT_RELATIVE_EPSILON,
     DEFAULT_THRESHOLD,
+    _mean_squared_distance,
     check_sinkhorn_options,
     sinkhorn,
 )
@@ -95,7 +96,9 @@ def w2_with_info(
         ``converged`` (bool; for exact: the certificate holds), ``n_points`` ((n, m)).
         Exact adds ``solver`` and ``certificate`` (see
         :class:`wgdiff.metrics.exact.ExactOT`); Sinkhorn adds ``epsilon`` (final),
-        ``iterations``, ``marginal_errors`` (xy, xx, yy), ``gap`` and ``divergence``.
+        ``iterations``, ``coarse_iterations`` (multiscale start), ``marginal_errors``
+        (xy, xx, yy), ``gap`` and ``divergence``. Both paths are scale free: any
+        finite data give ``c * W2(x / c, y / c)``.
 
     Raises:
         ValueError: bad shapes, NaN/Inf, unknown method, non-positive epsilon, or an
@@ -121,25 +124,35 @@ def w2_with_info(
             "solver": out.certificate["solver"],
             "certificate": out.certificate,
         }
+    # W2 is 1-homogeneous: Sinkhorn runs on the data in units of the root mean
+    # pairwise cost and the float64 results are scaled back, so any finite data
+    # whose squares overflow float32 (or underflow it) are measured as well.
+    x64, y64 = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    with np.errstate(over="ignore"):
+        center = np.concatenate([x64, y64]).mean(axis=0)
+        unit = math.sqrt(_mean_squared_distance(x64 - center, y64 - center))
+    if not (np.isfinite(unit) and unit > 0.0):
+        unit = 1.0
     out = sinkhorn(
-        x,
-        y,
-        epsilon=epsilon,
+        (x64 - center) / unit,
+        (y64 - center) / unit,
+        epsilon=None if epsilon is None else epsilon / unit**2,
         relative_epsilon=relative_epsilon,
         threshold=threshold,
         max_iterations=max_iterations,
     )
-    divergence = float(out.divergence)
+    divergence = float(out.divergence) * unit**2
     return {
         "value": math.sqrt(max(divergence, 0.0)),
         "method": "sinkhorn",
         "converged": bool(out.converged),
         "n_points": (n, m),
         "divergence": divergence,
-        "epsilon": float(out.epsilon),
+        "epsilon": float(out.epsilon) * unit**2,
         "iterations": int(out.iterations),
+        "coarse_iterations": int(out.coarse_iterations),
         "marginal_errors": [float(e) for e in out.marginal_errors],
-        "gap": float(out.gap),
+        "gap": float(out.gap) * unit**2,
     }
 
 
