@@ -698,16 +698,20 @@ def run_digits(cfg, sde, out_dir):
 # ----------------------------------------------------------------------------- report
 
 
-def headline(result) -> dict:
-    """Per data set and NFE: every sampler's mean +- SE, each PP arm's verdicts."""
-    out = {}
+def _parts(result) -> dict:
     parts = {}
     if "mixture" in result:
         parts["mixture_exact_score"] = result["mixture"]["exact_score"]
         parts["mixture_learned"] = result["mixture"]["learned"]
     if "digits" in result:
         parts["digits"] = result["digits"]
-    for name, part in parts.items():
+    return parts
+
+
+def headline(result) -> dict:
+    """Per data set and NFE: every sampler's mean +- SE, each PP arm's verdicts."""
+    out = {}
+    for name, part in _parts(result).items():
         out[name] = {}
         for nfe, row in part["table"].items():
             v = part["verdicts"][nfe]
@@ -747,7 +751,14 @@ def oracle_statement(result) -> str:
         if not helped
         else "The oracle projection (delta_mu = 1) beats Euler-Maruyama at equal NFE somewhere: "
     )
-    return lead + "; ".join(rows)
+    sweep = [
+        f"NFE {nfe} delta_mu {dm}: {cell['vs_em']['mean']:+.4f} +- "
+        f"{cell['vs_em']['ci95_half_width']:.4f} ({cell['vs_em']['verdict']})"
+        for nfe, arms in part.get("sweep", {}).items()
+        for dm, cell in arms.get("oracle", {}).items()
+    ]
+    tail = f". Oracle delta_mu sweep, oracle - EM at equal NFE: {'; '.join(sweep)}" if sweep else ""
+    return lead + "; ".join(rows) + tail
 
 
 def markdown(result) -> str:
@@ -771,6 +782,14 @@ def markdown(result) -> str:
                 for arm, d in parts[n]["pp"].items()
             )
             lines.append(f"\nNFE {n}: {verdict}")
+    for name, part in _parts(result).items():
+        for nfe, arms in part.get("sweep", {}).items():
+            cells = [
+                f"{arm} {dm}: {c['mean']:.3f} +- {c['se']:.3f} ({c['vs_em']['verdict']} vs EM)"
+                for arm, row in arms.items()
+                for dm, c in row.items()
+            ]
+            lines.append(f"\n{name} delta_mu sweep at NFE {nfe}: " + "; ".join(cells))
     return "\n".join(lines)
 
 
@@ -904,6 +923,12 @@ def main(argv=None):
             "merge_cpu_s": cpu_seconds() - start_cpu,
         },
     }
+    if "sweep_first_seed" in digits:  # a digits part from before the sweep ran on every seed
+        result["digits_note"] = (
+            "the digits part was run by revision 59d0d15 of this script, whose delta_mu sweep "
+            "used the first seed only (digits.sweep_first_seed); the rest of the digits path is "
+            "the same as the final script's"
+        )
     result["headline"] = headline(result)
     result["statement"] = oracle_statement(result)
     result["table_markdown"] = markdown(result)

@@ -53,10 +53,12 @@ def test_quick_run_is_complete_and_consistent(quick_run):
     cfg = result["config"]
     for part in ("exact_score", "learned"):
         res = result["mixture"][part]
+        seeds = cfg["mix_eval"][part]["seeds"]
+        assert res["n_eval"] == cfg["mix_eval"][part]["n"] and res["seeds"] == seeds
         for nfe in cfg["nfe"]:
             row = res["table"][str(nfe)]
             for name in ("em", "ddim", "dpmpp2m", "heun_karras", "pc", "pp_paper", "pp_auto"):
-                assert len(row[name]["values"]) == cfg["seeds"]
+                assert len(row[name]["values"]) == seeds
                 assert all(math.isfinite(v) and v >= 0 for v in row[name]["values"])
             # Equal NFE: PP runs NFE / 2 steps of two network calls.
             assert res["nfe_used"][f"pp_auto@{nfe}"] == nfe
@@ -71,15 +73,32 @@ def test_quick_run_is_complete_and_consistent(quick_run):
         assert set(res["alpha_sweep_first_seed"]["10"]["values"]) == {"0.0", "1.0"}
         assert res["alpha_sweep_first_seed"]["10"]["n_steps"] == 10
         assert res["capacity"]["relative_error_to_oracle"]
+        # delta_mu sweep on every seed, each value compared with EM at the same NFE.
+        for nfe in cfg["sweep_nfe"]:
+            for dm in cfg["delta_mu_sweep"]:
+                cell = res["sweep"][str(nfe)]["net"][str(dm)]
+                assert len(cell["values"]) == seeds
+                em = res["table"][str(nfe)]["em"]["values"]
+                assert cell["vs_em"]["mean"] == np.mean(np.subtract(cell["values"], em))
     # The oracle needs a bijective predict map: absent at NFE 10 (N = 5), present at 20.
     exact = result["mixture"]["exact_score"]["table"]
     assert "pp_oracle" not in exact["10"] and "pp_oracle" in exact["20"]
     assert "pp_oracle" not in result["mixture"]["learned"]["table"]["20"]
+    assert "oracle" in result["mixture"]["exact_score"]["sweep"]["20"]
     w2_rows = result["mixture"]["exact_w2_subset"]
-    assert len(w2_rows["exact_score"]["20"]["pp_oracle"]["values"]) == cfg["seeds"]
-    assert w2_rows["floor"]["mean"] > 0
+    sub = cfg["w2_subset"]
+    assert w2_rows["n"] == sub["n"]
+    assert len(w2_rows["exact_score"]["20"]["pp_oracle"]["values"]) == sub["seeds"]
+    assert w2_rows["exact_score"]["floor"]["mean"] > 0
     digits = result["digits"]
     assert math.isfinite(digits["quality_em"]["fd_digits"])
+    # FD-digits at training checkpoints; the last one is the final net's quality number.
+    checkpoints = digits["training"]["fd_digits_checkpoints"]
+    every = cfg["digit_steps"] // cfg["digit_checkpoints"]
+    assert [c["step"] for c in checkpoints[: cfg["digit_checkpoints"]]] == [
+        every * (i + 1) for i in range(cfg["digit_checkpoints"])
+    ]
+    assert checkpoints[-1]["fd_digits_em"] == digits["quality_em"]["fd_digits"]
     assert digits["fd_digits_floor_real_subset"]["mean"] >= 0
     assert "pp_literal" in digits["table"]["10"]
     assert result["statement"] and result["headline"]["digits"]["10"]["pp"]

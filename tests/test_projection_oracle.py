@@ -65,7 +65,10 @@ def _objective_samples(n, t, h, seed):
     return oracle, y, x_mean, c
 
 
-@pytest.mark.parametrize("t, h", [(0.5, 0.1), (0.25, 0.05)])
+@pytest.mark.parametrize(
+    "t, h",
+    [(0.5, 0.1), pytest.param(0.25, 0.05, marks=pytest.mark.slow)],  # second (t, h): slow
+)
 def test_oracle_is_the_monte_carlo_minimizer_on_balls(t, h):
     """Among projections constant on a ball B, the empirical objective's minimizer is
     mean_B (x_mean - y) / (1 + c); by the tower rule it equals mean_B T*(y) in
@@ -154,21 +157,15 @@ def test_eq35_push_is_twice_the_pull_to_the_posterior_mean():
     posterior = m_next * (MEAN0 + m * VAR0 / v * (x_t - m * MEAN0))
     want = y + 2 * (posterior - y) * delta_mu * h
     np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-4)
-    # Alg. 1 with the plain oracle applies the shrunk push sqrt(b) T* = 2c/(1+c) (E - y).
-    plain = predict_project(
-        jax.random.key(5),
-        SDE_,
-        GAUSS.score_fn(SDE_),
-        OracleProjection(GAUSS, SDE_),
-        (n, 2),
-        1,
-        delta_mu=delta_mu,
-        eps=eps,
-        x_init=x_init,
-    )
+    # Alg. 1 with the plain oracle applies the shrunk push sqrt(b) T* = 2c/(1+c) (E - y)
+    # (line 5 of Alg. 1 evaluated directly at the same x_pred; no second sampler compile).
+    plain = OracleProjection(GAUSS, SDE_)(jnp.asarray(y, jnp.float32), t - h, h)
     c = 0.5 * np.sqrt(beta / 2)
     np.testing.assert_allclose(
-        plain, y + 2 * c / (1 + c) * (posterior - y) * delta_mu * h, rtol=2e-4, atol=2e-4
+        y + np.sqrt(beta / 2) * np.asarray(plain, np.float64) * delta_mu * h,
+        y + 2 * c / (1 + c) * (posterior - y) * delta_mu * h,
+        rtol=2e-4,
+        atol=2e-4,
     )
 
 
