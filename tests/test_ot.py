@@ -1,5 +1,6 @@
 """Exact OT (certified) and debiased Sinkhorn against POT and float64 NumPy references."""
 
+import importlib
 import itertools
 
 import jax
@@ -11,6 +12,9 @@ from scipy.spatial.distance import cdist
 from scipy.special import logsumexp
 
 from wgdiff import metrics
+
+sinkhorn_module = importlib.import_module("wgdiff.metrics.sinkhorn")
+exact_module = importlib.import_module("wgdiff.metrics.exact")
 
 
 def pot_cost(x, y):
@@ -78,6 +82,10 @@ def test_exact_is_scale_free():
     assert np.array_equal(big.assignment, unit.assignment)
     with pytest.raises(ValueError, match="rescale"):
         metrics.sinkhorn(1e20 * x, 1e20 * y)
+    # w2's Sinkhorn path runs in units of the data and scales back in float64
+    value = metrics.w2(x, y, method="sinkhorn")
+    for c in (1e20, 1e-20):
+        assert metrics.w2(c * x, c * y, method="sinkhorn") == pytest.approx(c * value, rel=1e-6)
 
 
 def test_w2_exact_reports_certificate_and_is_a_distance():
@@ -113,22 +121,29 @@ def numpy_sinkhorn(x, y, eps, iterations=3000):
     return f, g, c
 
 
-def test_sinkhorn_streamed_equals_dense_and_numpy():
+def test_sinkhorn_streamed_equals_dense_and_numpy(monkeypatch):
     rng = np.random.default_rng(3)
     x, y = rng.normal(size=(90, 2)), rng.normal(size=(70, 2)) + 0.5
     eps = 0.1
     with jax.enable_x64(True):
         dense = metrics.sinkhorn(x, y, epsilon=eps, threshold=1e-9, dense=True)
+        # plain Sinkhorn steps (no Anderson history) reach the same fixed point
+        plain = metrics.sinkhorn(x, y, epsilon=eps, threshold=1e-9, dense=True, anderson_memory=0)
         # chunks that do not divide 90 or 70 exercise the padding masks
         streamed = metrics.sinkhorn(
             x, y, epsilon=eps, threshold=1e-9, dense=False, row_chunk=32, col_chunk=25
         )
+        # the multiscale start (annealing on subsamples, potentials extended by a
+        # soft c-transform) of streamed problems, here from 30-point subsamples
+        monkeypatch.setattr(sinkhorn_module, "COARSE_POINTS", 30)
+        multiscale = metrics.sinkhorn(x, y, epsilon=eps, threshold=1e-9, dense=False)
+    assert int(multiscale.coarse_iterations) > 0 and int(streamed.coarse_iterations) == 0
     f, g, c = numpy_sinkhorn(x, y, eps)
     ot_xy = f.mean() + g.mean()
     fx, gx, _ = numpy_sinkhorn(x, x, eps)
     fy, gy, _ = numpy_sinkhorn(y, y, eps)
     divergence = ot_xy - 0.5 * (fx.mean() + gx.mean() + fy.mean() + gy.mean())
-    for out in (dense, streamed):
+    for out in (dense, plain, streamed, multiscale):
         assert bool(out.converged)
         assert float(out.ot_xy) == pytest.approx(ot_xy, rel=1e-7)
         assert float(out.divergence) == pytest.approx(divergence, rel=1e-6)
@@ -172,7 +187,7 @@ def test_sample_sinkhorn_plan_small_eps_is_the_exact_assignment():
     assert np.array_equal(np.asarray(sampled), exact)
 
 
-def test_exact_assignment_inside_jit_is_optimal():
+def test_exact_assignment_inside_jit_is_optimal(monkeypatch):
     rng = np.random.default_rng(7)
     # brute force over all 7! permutations, float64 costs of the float32 points
     x7 = rng.normal(size=(7, 2)).astype(np.float32)
@@ -185,12 +200,17 @@ def test_exact_assignment_inside_jit_is_optimal():
     base = rng.normal(size=(40, 2))
     xs = np.stack([base[rng.integers(0, 40, 150)] for _ in range(2)]).astype(np.float32)
     ys = np.stack([rng.normal(size=(150, 2)) + 0.3 for _ in range(2)]).astype(np.float32)
-    perms = np.asarray(jax.jit(jax.vmap(metrics.exact_assignment))(xs, ys))
-    for x, y, perm in zip(xs, ys, perms, strict=True):
-        x, y = x.astype(np.float64), y.astype(np.float64)
-        assert sorted(perm.tolist()) == list(range(150))
-        cost = np.mean(np.sum((x - y[perm]) ** 2, axis=1))
-        assert cost == pytest.approx(pot_cost(x, y), rel=1e-9)
+    dense = np.asarray(jax.jit(jax.vmap(metrics.exact_assignment))(xs, ys))
+    # the same batch through the sparse pipeline (Sinkhorn candidates in the trace,
+    # LAPJVsp and the certificate on the host), used above 256 points
+    monkeypatch.setattr(exact_module, "DENSE_ASSIGNMENT_MAX_POINTS", 0)
+    sparse = np.asarray(jax.jit(jax.vmap(metrics.exact_assignment))(xs, ys))
+    for perms in (dense, sparse):
+        for x, y, perm in zip(xs, ys, perms, strict=True):
+            x, y = x.astype(np.float64), y.astype(np.float64)
+            assert sorted(perm.tolist()) == list(range(150))
+            cost = np.mean(np.sum((x - y[perm]) ** 2, axis=1))
+            assert cost == pytest.approx(pot_cost(x, y), rel=1e-9)
 
 
 def test_sinkhorn_log_plan_inside_jit_matches_numpy():
@@ -246,6 +266,10 @@ def test_bures_and_sliced_references():
         (
             lambda: metrics.sinkhorn(np.ones((3, 2)), np.ones((3, 2)), max_iterations=0),
             "max_iterations",
+        ),
+        (
+            lambda: metrics.sinkhorn(np.ones((3, 2)), np.ones((3, 2)), anderson_memory=-1),
+            "anderson_memory",
         ),
         (lambda: metrics.w2(np.ones((3, 2)), np.ones((3, 2)), epsilon=0.0), "epsilon"),
         (

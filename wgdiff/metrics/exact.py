@@ -33,6 +33,7 @@ checked by the same all-pairs certificate.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 
@@ -48,12 +49,13 @@ from scipy.spatial import cKDTree
 
 from wgdiff._checks import check_positive, check_positive_int
 from wgdiff._types import ArrayLike
-from wgdiff.geometry import DEFAULT_COL_CHUNK, DEFAULT_ROW_CHUNK, squared_distances
+from wgdiff.geometry import squared_distances
 from wgdiff.metrics._common import check_pair
 from wgdiff.metrics.sinkhorn import (
     DEFAULT_ANDERSON_MEMORY,
     DEFAULT_SCALING,
     DENSE_MAX_PAIRS,
+    STREAM_BLOCK_PAIRS,
     _centred,
     _jnp_squared_diameter,
     _mean_squared_distance,
@@ -74,6 +76,9 @@ SPARSE_ITERATIONS_PER_EPS = 5
 # pairs per row block of the host passes (certificate, high-dimensional candidates)
 CERTIFICATE_BLOCK = 1 << 21
 KD_TREE_MAX_DIM = 8
+# exact_assignment of at most this many points: SciPy's dense linear_sum_assignment
+# (no Sinkhorn stage; issue 17 measured the sparse pipeline 1.4x slower than it at 256)
+DENSE_ASSIGNMENT_MAX_POINTS = 256
 MAX_ROUNDS = 50
 
 
@@ -462,7 +467,9 @@ def exact_assignment(x: ArrayLike, y: ArrayLike) -> jax.Array:
     """Optimal assignment of two equal-size point sets; callable inside ``jax.jit``.
 
     The permutation ``s`` minimizing ``sum_i |x_i - y_s(i)|^2`` (the exact W2 plan of
-    two uniform n-point measures is a permutation, Birkhoff). The candidate
+    two uniform n-point measures is a permutation, Birkhoff). Up to
+    ``DENSE_ASSIGNMENT_MAX_POINTS`` points SciPy's dense ``linear_sum_assignment``
+    solves it on the host (through ``jax.pure_callback``). Above, the candidate
     potentials come from the dense (or, above ``DENSE_MAX_PAIRS``, streamed)
     Sinkhorn core inside the trace; the rest of :func:`exact_ot`'s pipeline
     (candidate graph, LAPJVsp, exact duals, all-pairs float64 certificate) runs on
@@ -492,14 +499,29 @@ def exact_assignment(x: ArrayLike, y: ArrayLike) -> jax.Array:
         raise ValueError(
             f"x and y must have the same shape (n, d), got {np.shape(x)} and {np.shape(y)}"
         )
-    return _exact_assignment(x, y)
+    return _exact_assignment(x, y, dense=np.shape(x)[0] <= DENSE_ASSIGNMENT_MAX_POINTS)
 
 
-@jax.jit
-def _exact_assignment(x, y):
+def _dense_assignment_host(x, y) -> np.ndarray:
+    """SciPy's dense ``linear_sum_assignment`` on the float64 costs (exact), host side."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    _, match = linear_sum_assignment(squared_distances(x, y))
+    return np.asarray(match, np.int32)
+
+
+@functools.partial(jax.jit, static_argnames="dense")
+def _exact_assignment(x, y, dense):
     dtype = jnp.result_type(x, y, float)
     x, y = (jax.lax.stop_gradient(jnp.asarray(a, dtype)) for a in (x, y))
     n = x.shape[0]
+    if dense:
+        return jax.pure_callback(
+            _dense_assignment_host,
+            jax.ShapeDtypeStruct((n,), jnp.int32),
+            x,
+            y,
+            vmap_method="sequential",
+        )
     xc, yc = _centred(x, y)
     # in units of the mean cost (potentials then too, as the host expects them)
     scale = jnp.sqrt(jnp.maximum(jnp.mean(squared_distances(xc, yc)), jnp.finfo(dtype).tiny))
@@ -518,8 +540,8 @@ def _exact_assignment(x, y):
         memory=DEFAULT_ANDERSON_MEMORY,
         dense=n * n <= DENSE_MAX_PAIRS,
         max_iterations=CANDIDATE_ITERATIONS,
-        row_chunk=DEFAULT_ROW_CHUNK,
-        col_chunk=DEFAULT_COL_CHUNK,
+        row_chunk=max(1, STREAM_BLOCK_PAIRS // n),
+        col_chunk=n,
         debias=False,
     )
     return jax.pure_callback(
