@@ -68,11 +68,11 @@ COARSE_POINTS = 1024
 # (n = 2000); Anderson memory 3: 29, 5: 29 / 29 / 25 on three draws (n = 2000) and 23
 # (n = 4000), memory 6: 26. Over-relaxation was the previous rule (its best w depends
 # on the problem; the rate-adaptive w = 2 / (1 + sqrt(1 - rho)) from plain steps and
-# from the subsample's spectral gap were both unreliable); rejected, replaced. A
-# multiscale warm start (converged potentials of a 500- or 1000-point subsample,
-# extended by one soft c-transform) was rejected too: n = 4000 took 97 and 83 fine
-# iterations against 77 from the annealing, as the rate at the target, not the
-# distance to the solution, sets the count.
+# from the subsample's spectral gap (1.79 from 250 points, 1.97 from 500) were both
+# unreliable); rejected, replaced. Under over-relaxation the multiscale start
+# (COARSE_POINTS above) gained nothing (n = 4000: 97 and 83 fine iterations against 77
+# from the annealing; the rate at the target, not the starting error, set the count);
+# with Anderson steps it cut n = 4000 from 1.78 to 1.12 CPU-s.
 DEFAULT_ANDERSON_MEMORY = 5
 # epsilon = None: the target is DEFAULT_RELATIVE_EPSILON * (the running W2^2 estimate
 # of the annealing pass), but not below MIN_RELATIVE_EPSILON * (mean pairwise cost).
