@@ -65,6 +65,11 @@ def test_one_sided_lipschitz_matches_numpy_brute_force_and_chunking():
         assert est == pytest.approx(best, rel=1e-4)  # float32 vs float64
 
 
+# The same two properties (refinement only raises the grid maximum; never above the sup of
+# lambda_max(sym J) on the box) are asserted in the default run by
+# test_one_sided_lipschitz_converges_for_linear_field and
+# test_region_lipschitz_covers_the_trajectory_where_the_grid_does_not (same ascent code).
+@pytest.mark.slow
 def test_refinement_only_raises_and_stays_below_jacobian_sup():
     pts = jax.random.uniform(jax.random.key(3), (25, 2), minval=-1.0, maxval=1.0)
     grid = float(bounds.one_sided_lipschitz(tanh_field, pts, 0.3))
