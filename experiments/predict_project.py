@@ -923,12 +923,22 @@ def main(argv=None):
             "merge_cpu_s": cpu_seconds() - start_cpu,
         },
     }
-    if "sweep_first_seed" in digits:  # a digits part from before the sweep ran on every seed
-        result["digits_note"] = (
-            "the digits part was run by revision 59d0d15 of this script, whose delta_mu sweep "
-            "used the first seed only (digits.sweep_first_seed); the rest of the digits path is "
-            "the same as the final script's"
+    # Parts saved by an earlier revision of this script (they lack the all-seed "sweep").
+    notes = {}
+    if "sweep_first_seed" in digits:
+        notes["digits"] = (
+            "run by revision 59d0d15 of this script, whose delta_mu sweep used the first seed "
+            "only (digits.sweep_first_seed); the rest of the digits path is the final script's"
         )
+    for part in ("exact_score", "learned"):
+        if "sweep_first_seed" in mix[part]:
+            notes[f"mixture_{part}"] = (
+                "not rerun (no machine time left): the session-18 part of revision c311ebc, "
+                "n = 8000 x 3 seeds, sliced W2 with 256 directions, "
+                f"{mix[part]['training']} (not this config's steps), sweep on the first seed"
+            )
+    if notes:
+        result["part_notes"] = notes
     result["headline"] = headline(result)
     result["statement"] = oracle_statement(result)
     result["table_markdown"] = markdown(result)
