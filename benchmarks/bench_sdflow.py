@@ -21,6 +21,12 @@ Measured side by side in one run:
   ``metrics.cfd`` (``jnp.cos``/``jnp.sin``), every 5 updates, against one full-data
   and one drawn-batch SD update: their shares of the CPU time; and the batch draw
   (``sdflow.draw_batch_indices`` against ``jax.random.choice(replace=False)``).
+- ``split``: a group of full-data SD runs of Table 1 (the tables' runner,
+  ``make_table_runner``, one XLA thread) in one process against the same runs
+  split across two concurrent processes (what ``--methods`` + ``--reuse-geometry``
+  + ``--merge`` allow), and against one process with XLA's default threads: wall,
+  CPU (the children's, import and compilation included) and the load, and whether
+  the split runs give the same minimum CFD values as the single process.
 - ``tables``: wall and CPU time of Tables 1 and 2 as measured by
   ``experiments/sd_flow_tables.py`` (read from its results JSON, with the trials,
   the load average and the kernel evaluations per CPU second it reached), beside
@@ -30,6 +36,8 @@ Measured side by side in one run:
 from __future__ import annotations
 
 import json
+import os
+import resource
 import subprocess
 import sys
 import textwrap
@@ -313,6 +321,89 @@ def bench_sd_flow(quick: bool) -> dict:
     )  # fmt: skip
 
 
+_SPLIT_SCRIPT = textwrap.dedent(
+    """
+    import json, sys, time
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    import jax, jax.numpy as jnp, numpy as np
+    from experiments import sd_flow_tables as tables
+    from wgdiff import sdflow
+    from wgdiff.data import toy
+    n, runs, first, steps = (int(a) for a in sys.argv[1:5])
+    gm = toy.grid25_mixture()
+    key = jax.random.key(0)
+    target = gm.sample(key, n)
+    ids = range(first, first + runs)
+    base = jnp.stack([0.85 * jax.random.normal(jax.random.fold_in(key, 1000 + i), (n, 2))
+                      + jnp.asarray(tables.GRID_BASE_MEAN) for i in ids])
+    conds = sdflow.stack_conditions([sdflow.FlowConditions.create(
+        anneal=True, sigma2_max=10.0, sigma2_min=0.5, step_size=tables.ETA) for _ in ids])
+    keys = jnp.stack([jax.random.fold_in(key, i) for i in ids])
+    init, run = tables.make_table_runner(tables.METHOD_SPECS["sd"], None, steps, 50, 5, gm.score)
+    wall1, cpu1 = time.perf_counter(), time.process_time()
+    state, traces = init(keys, base, conds), []
+    for _ in range(steps // 50):
+        state, trace = run(state, target, keys)
+        traces.append(np.asarray(trace))
+    print(json.dumps(dict(
+        runs=runs, startup_wall_s=wall1 - wall0, startup_cpu_s=cpu1 - cpu0,
+        flow_wall_s=time.perf_counter() - wall1, flow_cpu_s=time.process_time() - cpu1,
+        min_cfd=np.concatenate(traces, axis=1).min(axis=1).tolist(),
+    )))
+    """
+)
+ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+
+
+def _split_group(n: int, parts: list[tuple[int, int]], steps: int, xla_flags: str) -> dict:
+    """Run ``parts`` (first run, number of runs) as concurrent processes; parent's view."""
+    env = dict(os.environ, XLA_FLAGS=xla_flags, JAX_PLATFORMS="cpu")
+    repo = Path(__file__).resolve().parents[1]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    load0, wall0 = os.getloadavg()[0], time.perf_counter()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _SPLIT_SCRIPT, str(n), str(runs), str(first), str(steps)],
+            cwd=repo,
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for first, runs in parts
+    ]
+    outs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+    if any(p.returncode for p in procs):
+        raise RuntimeError(f"split benchmark child failed: {[p.returncode for p in procs]}")
+    wall = time.perf_counter() - wall0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return dict(
+        processes=len(parts), xla_flags=xla_flags, wall_s=wall, cpu_s=cpu,
+        load_avg_1min_start=load0, load_avg_1min_end=os.getloadavg()[0],
+        children=[{k: v for k, v in o.items() if k != "min_cfd"} for o in outs],
+        min_cfd=[v for o in outs for v in o["min_cfd"]],
+    )  # fmt: skip
+
+
+def bench_split(quick: bool) -> dict:
+    """One process against two concurrent ones (one XLA thread each) on the same runs."""
+    n, runs, steps = (256, 4, 50) if quick else (1024, 16, 250)
+    half = runs // 2
+    single = _split_group(n, [(0, runs)], steps, ONE_THREAD)
+    split = _split_group(n, [(0, half), (half, runs - half)], steps, ONE_THREAD)
+    threads = _split_group(n, [(0, runs)], steps, "")
+    same = float(np.max(np.abs(np.asarray(single["min_cfd"]) - np.asarray(split["min_cfd"]))))
+    return dict(
+        n=n, runs=runs, steps=steps, group="Table 1 full-data SD (SGD, cosine, ANNEAL)",
+        one_process=single, two_processes=split, one_process_xla_threads=threads,
+        wall_speedup_two_processes=single["wall_s"] / split["wall_s"],
+        wall_speedup_xla_threads=single["wall_s"] / threads["wall_s"],
+        cpu_ratio_two_processes=split["cpu_s"] / single["cpu_s"],
+        cpu_ratio_xla_threads=threads["cpu_s"] / single["cpu_s"],
+        max_abs_min_cfd_diff_split_vs_single=same,
+    )  # fmt: skip
+
+
 def tables_cost(floor_evals_per_cpu_s: float | None) -> dict:
     """Table wall/CPU times as the experiment recorded them, against the measured floor."""
     if not EXPERIMENT_JSON.exists():
@@ -354,6 +445,7 @@ def run(quick: bool = False) -> dict:
         svgd_vs_numpy=bench_svgd(quick),
         sd_flow_vs_dense=bench_sd_flow(quick),
         cfd_monitor=bench_cfd_monitor(quick),
+        split=bench_split(quick),
         tables=tables_cost(at_1024["fused_evals_per_cpu_s"]),
     )
     record["targets"] = [
@@ -394,6 +486,11 @@ def headline(record: dict) -> dict:
             f"{cfd['metrics_cfd_share_of_batch_cpu']:.3f}"
         )
         out["batch draw: jax.random.choice / draw_batch_indices CPU"] = cfd["draw_speedup_cpu"]
+    split = record.get("split")
+    if split:
+        out["table group wall speed-up: 2 processes / XLA threads (2 cores, shared)"] = (
+            f"{split['wall_speedup_two_processes']:.2f} / {split['wall_speedup_xla_threads']:.2f}"
+        )
     for label in ("table1", "table2"):
         t = record["tables"].get(label, {})
         if t.get("available"):

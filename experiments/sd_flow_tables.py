@@ -33,6 +33,13 @@ recorded beside it.
 Usage:
     python experiments/sd_flow_tables.py            # full run -> experiments/results/
     python experiments/sd_flow_tables.py --quick --out /tmp/sd
+    # Both cores (XLA does not spread one run group over them, see bench_sdflow's
+    # ``split``): disjoint --methods in two processes of the same seed (each repeats the
+    # geometry search and threshold, or takes them from a record with --reuse-geometry),
+    # then one record:
+    python experiments/sd_flow_tables.py --methods sd,sd_batch_all --name a --out /tmp/sd &
+    python experiments/sd_flow_tables.py --methods mmd,svgd --name b --skip-extras --out /tmp/sd
+    python experiments/sd_flow_tables.py --merge /tmp/sd/a.json /tmp/sd/b.json
 """
 
 from __future__ import annotations
@@ -521,9 +528,18 @@ def markdown_from_record(record: dict) -> str:
                 + " | " + " | ".join(f"{v:.4f}" for v in paper_cfd[i]) + " |"
             )  # fmt: skip
         counts = ", ".join(
-            f"{m.upper()} {c['all_trials_converged']}/{c['of']} (paper {c['paper']})"
-            for m, c in rec["counts"].items()
+            f"{m.upper()} {rec['counts'][m]['all_trials_converged']}/{rec['counts'][m]['of']} "
+            f"(paper {rec['counts'][m]['paper']})"
+            for m in methods
+            if m in rec["counts"]
         )
+        # Rows where "every trial converged" is the paper's verdict (1) or not (0), per column.
+        verdicts = {
+            m: [(r["convergence"][m] == 1.0) == (r["paper_convergence"][m] == 1)
+                for r in rec["rows"] if m in r["convergence"]]
+            for m in methods
+        }  # fmt: skip
+        agree = ", ".join(f"{m.upper()} {sum(v)}/{len(v)}" for m, v in verdicts.items())
         threshold_note = ""
         if rec.get("threshold_estimate"):
             maxima = ", ".join(f"{v:.4f}" for v in rec["threshold_estimate"]["maxima"])
@@ -539,7 +555,8 @@ def markdown_from_record(record: dict) -> str:
         lines += [
             f"## {t_conv}: convergence probability ({table}, threshold {rec['threshold']:.4f}, "
             f"paper {PAPER_THRESHOLDS[table]}, {trials_text})", "",
-            f"Conditions where every trial converged: {counts}. Cost: "
+            f"Conditions where every trial converged: {counts}. Conditions whose verdict "
+            f"(converged in every trial or not) is the paper's: {agree}. Cost: "
             f"{rec['cost']['wall_s']:.0f} s wall, {rec['cost']['cpu_s']:.0f} s CPU, load "
             f"{rec['cost']['load_avg_1min_start']:.1f}-{rec['cost']['load_avg_1min_end']:.1f} "
             f"(2 shared cores).{threshold_note}", "", *conv, "",
@@ -602,6 +619,7 @@ def _merge_table(a: dict, b: dict) -> dict:
 def merge_records(paths: list[Path]) -> dict:
     """One record from runs that did different tables, methods or extras."""
     merged: dict = {}
+    sources: list[str] = []
     for path in paths:
         rec = json.loads(Path(path).read_text())
         for k, v in rec.items():
@@ -614,11 +632,14 @@ def merge_records(paths: list[Path]) -> dict:
                 merged[k] = {**merged[k], **v}
             elif k == "log" and k in merged:
                 merged[k] = merged[k] + v
-            elif k in ("nearest_neighbour", "interpolation", "r50"):
+            elif k in ("nearest_neighbour", "interpolation", "r50", "extras_source"):
                 merged[k] = v
+            elif k == "merged_from":  # a merged input: keep the runs it came from
+                sources += v
             else:
                 merged.setdefault(k, v)
-    merged["merged_from"] = [str(p) for p in paths]
+        sources.append(str(path))
+    merged["merged_from"] = sources
     used = {m for t in ("grid", "question_mark") if t in merged
             for r in merged[t]["rows"] for m in r["convergence"]}  # fmt: skip
     merged["method_statements"] = {
@@ -640,6 +661,8 @@ def plot_strip(path, table_out, row_index, title):
     target = table_out["target"]
     # The paper's three columns (the controls and extras run other rows or other settings).
     methods = [m for m in ("sd", "mmd", "svgd") if row_index in table_out["snapshots"].get(m, {})]
+    if not methods:  # a run of extras or controls only: no strip
+        return
     fig, axes = plt.subplots(
         len(methods), len(cols), figsize=(2.2 * len(cols), 2.2 * len(methods)), squeeze=False
     )
@@ -1031,8 +1054,8 @@ def main(argv=None) -> dict:
         flags = " ".join(
             f"{k.upper()}={'Y' if v else 'N'}" for k, v in res["rows"][strip_row].items()
         )
+        _dump(out, record, log_lines, clock0, name)  # the table first, then its figure
         plot_strip(out / f"{name}_{fig_name}", res, strip_row, f"{table}: {flags}, trial 0")
-        _dump(out, record, log_lines, clock0, name)
 
     if not args.skip_extras:
         if "question_mark" in outs and "sd" in methods_of["question_mark"]:
@@ -1040,9 +1063,14 @@ def main(argv=None) -> dict:
             final, fig4_target = res["snapshots"]["sd"][3][-1], res["target"]
             fig4_source = "Table 2 row 4, trial 0"
             qm_scale = res["search"]["chosen"]
-        else:  # an extras-only run: the search again (Table 2's key) and one SD run of row 4
-            k_search = jax.random.split(k_qm, 6)[5]
-            qm_scale = search_question_mark_scale(k_search, cfg, log)["chosen"]
+        else:  # an extras-only run: the recorded (or searched) scale, one SD run of row 4
+            if "question_mark" in cfg.get("reuse_geometry", {}):
+                qm_scale = cfg["reuse_geometry"]["question_mark"]["geometry_search"]["chosen"]
+            elif cfg.get("qm_scale"):
+                qm_scale = cfg["qm_scale"]
+            else:  # the search of Table 2 (its key)
+                k_search = jax.random.split(k_qm, 6)[5]
+                qm_scale = search_question_mark_scale(k_search, cfg, log)["chosen"]
             final, fig4_target = fig4_run(k_qm, cfg, qm_scale)
             fig4_source = "a separate SD run of Table 2 row 4's condition"
         record["nearest_neighbour"] = nn_histogram(
@@ -1058,6 +1086,10 @@ def main(argv=None) -> dict:
         r50 = run_r50(k_r50, cfg, log)
         plot_r50(out / f"{name}_fig5_r50.png", r50)
         record["r50"] = {k: v for k, v in r50.items() if not k.startswith("_")}
+        record["extras_source"] = (
+            f"Figs. 3-5 and their numbers: this run (seed {args.seed}, question-mark scale "
+            f"{qm_scale:g}; Fig. 4: {fig4_source})"
+        )
     _dump(out, record, log_lines, clock0, name)
     return record
 

@@ -106,3 +106,58 @@ def test_rescaled_question_mark_reproduces_the_paper_threshold():
     paper = sd_flow_tables.PAPER_THRESHOLDS["question_mark"]
     assert abs(thr - paper) < 0.10 * paper
     assert abs(rec["threshold"] - paper) < 0.10 * paper
+
+
+def _table_record(methods, threshold=0.05, cpu=10.0):
+    """A minimal Table 1 record of the script's shape: every odd row converged."""
+    rows = [
+        dict(
+            row=flags, convergence={m: float(i % 2) for m in methods},
+            mean_min_cfd={m: 0.01 for m in methods}, paper_convergence={m: 1 for m in methods},
+            paper_mean_min_cfd={m: 0.001 for m in methods},
+        )
+        for i, flags in enumerate(sd_flow_tables.condition_rows(False))
+    ]  # fmt: skip
+    return dict(
+        trials=5, threshold=threshold, geometry_search=dict(chosen=0.85), rows=rows,
+        counts={m: dict(all_trials_converged=8, any_trial_converged=8, paper=16, of=16)
+                for m in methods},
+        timings={f"{m}/batch=0": dict(cpu_s=cpu) for m in methods},
+        min_cfd_per_trial={m: {} for m in methods},
+        cost=dict(wall_s=2 * cpu, cpu_s=cpu, load_avg_1min_start=1.0, load_avg_1min_end=2.0),
+    )  # fmt: skip
+
+
+def test_merge_records_joins_columns_sources_and_extras(tmp_path):
+    # Runs of other methods on the same geometry become columns of one table; a merged
+    # input keeps the runs it came from; a later extras run replaces the figures' record.
+    earlier = dict(
+        quick=False, grid=_table_record(["sd"]), method_statements={"sd": "SD"},
+        batch_semantics="BATCH", merged_from=["run1.json", "run2.json"],
+        extras_source="old extras", interpolation={"steps": 1}, log=["a"],
+    )  # fmt: skip
+    mmd = dict(quick=False, grid=_table_record(["mmd"], cpu=5.0),
+               method_statements={"mmd": "MMD"}, log=["b"])  # fmt: skip
+    extras = dict(quick=False, extras_source="new extras", interpolation={"steps": 2}, log=["c"])
+    paths = []
+    for name, rec in (("earlier", earlier), ("mmd", mmd), ("extras", extras)):
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(rec))
+    merged = sd_flow_tables.merge_records(paths)
+    assert merged["merged_from"] == ["run1.json", "run2.json", *map(str, paths)]
+    assert merged["extras_source"] == "new extras" and merged["interpolation"] == {"steps": 2}
+    assert merged["log"] == ["a", "b", "c"]
+    assert merged["methods"] == {"grid": ["sd", "mmd"]}
+    assert merged["method_statements"] == {"sd": "SD", "mmd": "MMD"}
+    grid = merged["grid"]
+    assert set(grid["counts"]) == {"sd", "mmd"} and grid["cost"]["cpu_s"] == 15.0
+    assert all(set(r["convergence"]) == {"sd", "mmd"} for r in grid["rows"])
+    assert grid["trials_by_method"] == {"sd": 5, "mmd": 5}
+    md = sd_flow_tables.markdown_from_record(merged)
+    assert "Conditions where every trial converged: SD 8/16 (paper 16), MMD 8/16 (paper 16)." in md
+    # The paper converges everywhere; our odd rows only: the verdict agrees in 8 of 16.
+    assert "is the paper's: SD 8/16, MMD 8/16." in md
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(dict(mmd, grid=_table_record(["mmd"], threshold=0.06))))
+    with pytest.raises(ValueError, match="geometry and threshold"):
+        sd_flow_tables.merge_records([paths[0], other])

@@ -35,12 +35,15 @@ from wgdiff._checks import check_finite, check_ndim, check_positive, check_posit
 from wgdiff.geometry import PointCloud
 from wgdiff.geometry import squared_distances as squared_distances  # sdflow's re-export
 
-DEFAULT_Z_CHUNK = 512
-# 4096 kernel centres per block (8 MiB of float32 logits at 512 queries): at N = M = 4096
-# one SD update then streams one block per set instead of two; measured in session 18
-# (a kernel_moments microbenchmark, loaded machine): 941M kernel evaluations per CPU
-# second with 4096-point blocks against 519M with 2048 (bench_sdflow's 0.63x of the dense
-# reference at 4096 was measured with 2048). Memory stays O(z_chunk * point_chunk).
+# Block sizes, from a score_difference microbenchmark (CPU, one process, 12 interleaved
+# repeats, load ~9, 2026-12-01): every extra block of centres costs a step of the inner
+# scan, and the scan is what is slow -- at N = M = 4096, 512 queries per block: 4096
+# centres per block 853M kernel evaluations per CPU second, 2048 436M, 1024 141M; with
+# one block of centres, 256 queries per block 963M (N = 4096) and 781M (N = 1024)
+# against 890M and 540M with 512 (128: 999M / 756M; 64: 913M / 621M). The values do not
+# depend on the blocking of the queries (max difference 0). Memory stays
+# O(z_chunk * point_chunk): 4 MiB of float32 logits per block.
+DEFAULT_Z_CHUNK = 256
 DEFAULT_POINT_CHUNK = 4096
 
 
