@@ -27,13 +27,16 @@ from wgdiff.nets.unet import UNet
     ],
 )
 def test_output_shape_and_scalar_time(net, shape):
+    # Real ``init`` runs in the module's doctest (the same eager compile would cost
+    # another ~15 CPU-s here); the parameter tree has the shapes ``init`` gives.
     x = jax.random.normal(jax.random.key(0), shape)
-    params = net.init(jax.random.key(1), x, jnp.zeros(shape[0]))
-    out = net.apply(params, x, jnp.full((shape[0],), 0.3))
+    params = _random_params(net, x, jax.random.key(1))
+    apply = jax.jit(net.apply)
+    out = apply(params, x, jnp.full((shape[0],), 0.3))
     expected_channels = net.out_channels or shape[-1]
     assert out.shape == shape[:-1] + (expected_channels,)
     # A scalar t means the same time for every example.
-    np.testing.assert_allclose(net.apply(params, x, 0.3), out, atol=1e-6)
+    np.testing.assert_allclose(apply(params, x, 0.3), out, atol=1e-6)
 
 
 def _random_params(net, x, key, scale=0.1):
