@@ -110,6 +110,18 @@ def test_sinkhorn_close_to_exact_and_measures_its_convergence():
     assert info["converged"] and info["value"] == pytest.approx(reference, rel=5e-3)
 
 
+@pytest.mark.parametrize(("d", "scaling"), [(2, 0.25), (16, 0.5)])
+def test_sinkhorn_default_epsilon_obeys_its_rule(d, scaling):
+    # epsilon=None promises final epsilon <= relative_epsilon * the converged estimate;
+    # estimates read while annealing are of unconverged potentials (before the fix
+    # these two stopped at 40x and 4.4x that: the annealing trusted them)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(200, d)), 0.5 * rng.normal(size=(200, d)) + 0.3
+    out = metrics.sinkhorn(x, y, scaling=scaling)
+    assert bool(out.converged)
+    assert float(out.epsilon) <= 1.01 * 1e-2 * float(out.divergence)
+
+
 def numpy_sinkhorn(x, y, eps, iterations=3000):
     """float64 log-domain Sinkhorn (plain alternating), an independent transcription."""
     c = cdist(x, y, "sqeuclidean")
