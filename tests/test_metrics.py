@@ -100,6 +100,30 @@ def test_sliced_w2_in_1d_is_exact_w2():
         assert value == pytest.approx(pot_w2(x, y), rel=1e-5)
 
 
+def test_sliced_w2_host_sort_matches_jnp_sort_values_and_derivatives():
+    # the CPU path sorts on the host (pure_callback); it must equal jnp.sort exactly,
+    # under jit and vmap, and its JVP must be the tangent under the sorting permutation
+    from wgdiff.metrics.wasserstein import _host_sort, _sort_last
+
+    rng = np.random.default_rng(8)
+    a = jax.numpy.asarray(rng.normal(size=(3, 5, 40)).astype(np.float32))
+    a = a.at[0, 0, :10].set(a[0, 0, 0])  # ties
+    reference = np.sort(np.asarray(a), axis=-1)
+    np.testing.assert_array_equal(np.asarray(jax.jit(_sort_last)(a)), reference)
+    np.testing.assert_array_equal(np.asarray(jax.vmap(_host_sort)(a)), reference)
+    tangent = jax.numpy.asarray(rng.normal(size=a.shape).astype(np.float32))
+    b = a[1]  # no ties: the derivative of sorting is unique there
+    _, jvp = jax.jvp(_host_sort, (b,), (tangent[1],))
+    _, jvp_ref = jax.jvp(lambda v: jax.numpy.sort(v, axis=-1), (b,), (tangent[1],))
+    np.testing.assert_array_equal(np.asarray(jvp), np.asarray(jvp_ref))
+    weights = jax.numpy.arange(40.0)
+    grad = jax.grad(lambda v: jax.numpy.sum(_sort_last(v) * weights))(b)
+    order = np.argsort(np.asarray(b), axis=-1)
+    expected = np.zeros((5, 40))
+    np.put_along_axis(expected, order, np.arange(40.0)[None], axis=-1)
+    np.testing.assert_array_equal(np.asarray(grad), expected)
+
+
 def test_sliced_w2_at_most_w2():
     # each projection is 1-Lipschitz, so every sliced term is <= W2^2
     rng = np.random.default_rng(5)

@@ -199,15 +199,49 @@ def _quantile_grid(n: int, m: int):
     return x_index, y_index, widths
 
 
+def _host_call(fn, a, dtype):
+    return jax.pure_callback(
+        lambda v: np.asarray(fn(np.asarray(v))).astype(dtype),
+        jax.ShapeDtypeStruct(a.shape, dtype),
+        a,
+        vmap_method="broadcast_all",
+    )
+
+
+@jax.custom_jvp
+def _host_sort(a):
+    """``jnp.sort(a, axis=-1)`` computed by NumPy on the host (exact, same values)."""
+    return _host_call(functools.partial(np.sort, axis=-1), a, a.dtype)
+
+
+@_host_sort.defjvp
+def _host_sort_jvp(primals, tangents):
+    # sorting permutes: the tangent is the input tangent under the same permutation
+    (a,), (da,) = primals, tangents
+    order = _host_call(functools.partial(np.argsort, axis=-1, kind="stable"), a, np.int32)
+    return jnp.take_along_axis(a, order, axis=-1), jnp.take_along_axis(da, order, axis=-1)
+
+
+def _sort_last(a):
+    """Sort along the last axis. On the CPU backend XLA's sort is ~8x slower than
+    NumPy's (n = 1e5 x 128 rows, float32: 2.9 against 0.34 CPU-s, measured 2026-12-01),
+    so there the values are sorted on the host (``jax.pure_callback``, differentiable
+    through the sorting permutation); other platforms use ``jnp.sort``."""
+    return jax.lax.platform_dependent(
+        a, cpu=_host_sort, default=functools.partial(jnp.sort, axis=-1)
+    )
+
+
 def _projected_w2_squared(x_proj, y_proj):
     """Exact 1-D W2^2 of each column of projections: (n, k), (m, k) -> (k,)."""
-    x_sorted, y_sorted = jnp.sort(x_proj, axis=0), jnp.sort(y_proj, axis=0)
+    # sort contiguous rows: (k, n) and (k, m)
+    x_sorted, y_sorted = _sort_last(x_proj.T), _sort_last(y_proj.T)
     n, m = x_proj.shape[0], y_proj.shape[0]
     if n == m:
-        return jnp.mean((x_sorted - y_sorted) ** 2, axis=0)
+        return jnp.mean((x_sorted - y_sorted) ** 2, axis=-1)
     x_index, y_index, widths = _quantile_grid(n, m)
-    diff = x_sorted[x_index] - y_sorted[y_index]
-    return jnp.asarray(widths, x_proj.dtype) @ (diff**2)
+    diff = x_sorted[:, x_index] - y_sorted[:, y_index]
+    return (diff**2) @ jnp.asarray(widths, x_proj.dtype)
 
 
 @functools.partial(jax.jit, static_argnames="n_projections")
