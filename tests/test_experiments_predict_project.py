@@ -73,10 +73,13 @@ def test_quick_run_is_complete_and_consistent(quick_run):
         assert set(res["alpha_sweep_first_seed"]["10"]["values"]) == {"0.0", "1.0"}
         assert res["alpha_sweep_first_seed"]["10"]["n_steps"] == 10
         assert res["capacity"]["relative_error_to_oracle"]
-        # delta_mu sweep on every seed, each value compared with EM at the same NFE.
+        # delta_mu sweep on every seed, each value compared with EM at the same NFE: the
+        # oracle's on the exact score, the net's on the learned mixture.
+        arm = "oracle" if part == "exact_score" else "net"
+        assert list(res["sweep"][str(cfg["sweep_nfe"][0])]) == [arm]
         for nfe in cfg["sweep_nfe"]:
             for dm in cfg["delta_mu_sweep"]:
-                cell = res["sweep"][str(nfe)]["net"][str(dm)]
+                cell = res["sweep"][str(nfe)][arm][str(dm)]
                 assert len(cell["values"]) == seeds
                 em = res["table"][str(nfe)]["em"]["values"]
                 assert cell["vs_em"]["mean"] == np.mean(np.subtract(cell["values"], em))
@@ -84,7 +87,6 @@ def test_quick_run_is_complete_and_consistent(quick_run):
     exact = result["mixture"]["exact_score"]["table"]
     assert "pp_oracle" not in exact["10"] and "pp_oracle" in exact["20"]
     assert "pp_oracle" not in result["mixture"]["learned"]["table"]["20"]
-    assert "oracle" in result["mixture"]["exact_score"]["sweep"]["20"]
     w2_rows = result["mixture"]["exact_w2_subset"]
     sub = cfg["w2_subset"]
     assert w2_rows["n"] == sub["n"]
@@ -98,10 +100,23 @@ def test_quick_run_is_complete_and_consistent(quick_run):
     assert [c["step"] for c in checkpoints[: cfg["digit_checkpoints"]]] == [
         every * (i + 1) for i in range(cfg["digit_checkpoints"])
     ]
-    assert checkpoints[-1]["fd_digits_em"] == digits["quality_em"]["fd_digits"]
-    assert digits["fd_digits_floor_real_subset"]["mean"] >= 0
+    quality = digits["quality_em"]
+    per_seed = quality["fd_digits_per_seed"]["values"]
+    assert (
+        len(per_seed) == cfg["digit_quality_seeds"]
+        and per_seed[0] == checkpoints[-1]["fd_digits_em"]
+    )
+    assert quality["fd_digits"] == pytest.approx(np.mean(per_seed))
+    floor = digits["fd_digits_floor_real_subset"]
+    assert len(floor["values"]) == cfg["digit_quality_seeds"] and floor["mean"] >= 0
+    assert quality["ratio_to_floor"] == pytest.approx(quality["fd_digits"] / floor["mean"])
     assert "pp_literal" in digits["table"]["10"]
     assert result["statement"] and result["headline"]["digits"]["10"]["pp"]
     assert (out / "predict_project_quick_mixture.png").stat().st_size > 0
     assert (out / "predict_project_quick_digits.png").stat().st_size > 0
     assert (out / "digits_classifier.msgpack").exists()
+    # --part all: the two parts ran as processes side by side, then the merge.
+    run = result["full_run"]
+    assert run["wall_s"] >= run["wall_s_parts"] > 0 and run["cpu_s"] > 0
+    assert len(run["load_average_start"]) == 3 and len(run["load_average_end"]) == 3
+    assert (out / "predict_project_quick_part_mixture.json").exists()

@@ -179,6 +179,9 @@ def test_bijectivity_flag_matches_the_jacobian():
         n = x.shape[0]
         single = lambda xi: oracle.predict_map(xi[None], jnp.full(1, t), jnp.full(1, h))[0]
         jac = jax.vmap(jax.jacfwd(single))(x)
+        # the Newton step's closed-form DF (isotropic components) is this autodiff Jacobian
+        closed = oracle.predict_and_jacobian(x, jnp.full(n, t), jnp.full(n, h))[1]
+        np.testing.assert_allclose(closed, jac, rtol=1e-4, atol=1e-4)  # float32, O(1) entries
         return float(jnp.linalg.eigvalsh(0.5 * (jac + jnp.swapaxes(jac, 1, 2))).min()), n
 
     for t, h in [(1.0, 0.0999), (0.5, 0.0999), (0.2, 0.0999), (0.05, 0.02)]:
@@ -186,6 +189,29 @@ def test_bijectivity_flag_matches_the_jacobian():
         assert min_eig(t, h)[0] > 0
     assert not bool(oracle.bijective(0.4, 0.2))
     assert min_eig(0.4, 0.2)[0] < 0
+
+
+@pytest.mark.slow  # the isotropic case of the same formula runs in the bijectivity test
+def test_closed_form_jacobian_is_the_autodiff_jacobian():
+    """predict_and_jacobian (the Newton step's F and DF, module docstring step 4) against
+    predict_map and forward-mode autodiff of it, for rotated full covariances (the ring's
+    isotropic case is checked in the bijectivity test)."""
+    rot = np.array([[np.cos(0.6), -np.sin(0.6)], [np.sin(0.6), np.cos(0.6)]])
+    covs = np.stack([rot @ np.diag([0.2, 0.01]) @ rot.T, np.diag([0.05, 0.3])])
+    gm = GaussianMixture.full(
+        jnp.asarray([[1.0, -0.5], [-1.0, 1.0]]), jnp.asarray(covs), jnp.asarray([0.3, 0.7])
+    )
+    oracle = OracleProjection(gm, SDE_)
+    x = 2.0 * jax.random.normal(jax.random.key(16), (300, 2))
+    single = lambda xi, t1, h1: oracle.predict_map(xi[None], t1, h1)[0]
+    jacobian = jax.vmap(jax.jacfwd(single), in_axes=(0, None, None))
+    for t, h in [(0.9, 0.1), (0.3, 0.05), (0.02, 0.01)]:
+        tt, hh = jnp.full(300, t), jnp.full(300, h)
+        f, jac = oracle.predict_and_jacobian(x, tt, hh)
+        np.testing.assert_allclose(f, oracle.predict_map(x, tt, hh), rtol=1e-5, atol=1e-5)
+        # DF = I (1 + h a) + ...: O(1) entries; float32 cancellation in
+        # sum_k r_k S_k S_k^T - S S^T leaves ~1e-5.
+        np.testing.assert_allclose(jac, jacobian(x, tt[:1], hh[:1]), rtol=1e-4, atol=1e-4)
 
 
 def test_relative_error_and_oracle_minimum():

@@ -48,11 +48,17 @@ Derivation of ``T*``.
    ``N = 10``), while at ``N = 5`` (``h = 0.2``) ``A ~ -1``: the predict step reflects
    ``x`` and, where ``Cov_r`` is large, folds (on the eight-Gaussian ring we counted
    up to nine preimages per point at ``t = 0.4``).
-5. ``F^{-1}(y)`` by damped Newton (exact Jacobian by forward-mode autodiff; a step
-   is scaled by the best of 1, 1/2, 1/4 or rejected, by residual) from the best of
-   ``K + 1`` starts: the inverse of ``F`` with the score of component ``k`` alone
-   (affine, so exact when ``x_t``'s posterior sits on component ``k``) and with the
-   moment-matched Gaussian's. ``preimage`` returns the residual.
+5. ``F^{-1}(y)`` by damped Newton from the best (by residual) of up to three starts,
+   inverses of ``F`` with the score of one Gaussian alone (affine, so exact when
+   ``x_t``'s posterior sits on it): the two components whose affine preimage weight
+   (step 3 with ``F_k`` for ``F``) is largest, and the moment-matched Gaussian. The
+   Jacobian is the closed form of step 4, ``grad^2 log p_t = sum_k r_k (S_k S_k^T -
+   V_k^{-1}) - S S^T`` (one pass over the components gives ``F`` and ``DF``). A point
+   takes the full Newton step where that does not raise its residual; elsewhere the
+   best of the steps scaled by 1/2, 1/4 or none (by residual; those are only computed
+   when some point needs them). The iteration stops early once every residual is at
+   round-off, ``|F(x) - y| <= 8 eps_mach (1 + |y|)``; a point there stays.
+   ``preimage`` returns the residual.
 
 The literal eq. 35. The functional of eq. 34 is ``J(nu) = E_{(y, x_mean)}|y - x_mean|^2``
 over the coupling of ``mu_pred`` and ``mu_mean``; pushing ``mu_pred`` by
@@ -101,10 +107,14 @@ from wgdiff.losses.projection import (
 )
 from wgdiff.sde import SDE, broadcast_time
 
-#: Newton steps are damped by the best of these factors (by residual norm).
+#: Newton step scales: the full step, else the best of the others or none (by residual).
 _DAMPING = (1.0, 0.5, 0.25)
 #: Smallest |eigenvalue| of a component's affine predict map used to build a start.
 _MIN_PIVOT = 1e-3
+#: Component starts tried per point (by their log-weight), besides the moment-matched one.
+_CANDIDATES = 2
+#: Newton stops at a residual of this many machine epsilons times ``1 + |y|``.
+_TOL_EPS = 8
 
 
 class Preimage(NamedTuple):
@@ -119,8 +129,14 @@ def _as_time(t, n, dtype):
 
 
 def _starts(gm: GaussianMixture, sde: SDE, y, t, h):
-    """``(n, K + 1, d)`` starts: the exact inverse of ``F`` for each component alone and
-    for the moment-matched Gaussian (``F`` is affine when ``p_t`` is one Gaussian)."""
+    """Starts for ``F^{-1}(y)``: the exact inverse of ``F`` for each component alone and
+    for the moment-matched Gaussian (``F`` is affine when ``p_t`` is one Gaussian).
+
+    Returns:
+        ``(n, K + 1, d)`` starts and ``(n, K)`` log-weights of the component starts,
+        ``log w_k N(x_k; m mu_k, V_k) - log |det M_k|``: the preimage weight of step 3
+        if ``F`` were the affine ``F_k`` (``M_k = DF_k``).
+    """
     covs = jnp.concatenate([gm.component_covariances(), gm.covariance()[None]], axis=0)
     means = jnp.concatenate([gm.means, gm.mean()[None]], axis=0)  # (S, d)
     lam, vecs = jnp.linalg.eigh(covs.astype(y.dtype))  # (S, d), (S, d, d)
@@ -135,7 +151,12 @@ def _starts(gm: GaussianMixture, sde: SDE, y, t, h):
     mu_rot = jnp.einsum("sji,sj->si", vecs, means)[None]  # (1, S, d) in eigen-coordinates
     y_rot = jnp.einsum("sji,nj->nsi", vecs, y)
     x_rot = (y_rot - hh * g2 * m * mu_rot / var) / pivot
-    return jnp.einsum("sij,nsj->nsi", vecs, x_rot)
+    k = gm.means.shape[0]
+    log_density = -0.5 * jnp.sum((x_rot - m * mu_rot) ** 2 / var + jnp.log(var), axis=-1)
+    log_weight = (
+        jnp.log(gm.weights) + (log_density - jnp.sum(jnp.log(jnp.abs(pivot)), axis=-1))[:, :k]
+    )
+    return jnp.einsum("sij,nsj->nsi", vecs, x_rot), log_weight
 
 
 @struct.dataclass
@@ -194,11 +215,47 @@ class OracleProjection:
         """
         return _preimage(self, jnp.asarray(y), t, h)
 
+    def predict_and_jacobian(self, x: ArrayLike, t: ArrayLike, h: ArrayLike) -> tuple[Array, Array]:
+        """``F(x)`` and ``DF(x) = (1 + h a) I + h g^2 grad^2 log p_t(x)`` in closed form.
+
+        ``grad^2 log p_t = sum_k r_k (S_k S_k^T - V_k^{-1}) - S S^T`` with the
+        responsibilities ``r_k``, component scores ``S_k`` and ``S = sum_k r_k S_k``
+        (module docstring, step 4).
+
+        Args:
+            x: ``(n, d)``; ``t``, ``h``: ``(n,)``.
+
+        Returns:
+            ``F (n, d)`` and ``DF (n, d, d)``.
+        """
+        gm, sde = self.mixture, self.sde
+        x = jnp.asarray(x)
+        m, s = sde.marginal_coeffs(t)
+        log_comp, comp_score = gm._components(x, m[:, None], s[:, None], with_score=True)
+        resp = jax.nn.softmax(log_comp + jnp.log(gm.weights), axis=-1)  # (n, K)
+        score = jnp.einsum("nk,nkd->nd", resp, comp_score)
+        lam, vecs = jnp.linalg.eigh(gm.component_covariances().astype(x.dtype))  # (K, d)
+        m3, s3 = m[:, None, None], s[:, None, None]
+        inv_var = 1.0 / (m3**2 * jnp.maximum(lam, 0.0)[None] + s3**2)  # (n, K, d)
+        precision = jnp.einsum("nk,kij,nkj,klj->nil", resp, vecs, inv_var, vecs)
+        second = jnp.einsum("nk,nki,nkj->nij", resp, comp_score, comp_score)
+        hessian = second - precision - score[:, :, None] * score[:, None, :]
+        g2 = sde.diffusion(t) ** 2
+        f = x - h[:, None] * (sde.drift(x, t) - g2[:, None] * score)
+        eye = jnp.eye(x.shape[1], dtype=x.dtype)
+        identity_part = (1.0 + h * sde.drift_coeff(t))[:, None, None] * eye
+        jac = identity_part + (h * g2)[:, None, None] * hessian
+        return f, jac
+
     def _newton_preimage(self, y, t, h) -> Preimage:
         y = jnp.asarray(y)
         n, d = y.shape
         t, h = _as_time(t, n, y.dtype), _as_time(h, n, y.dtype)
-        starts = _starts(self.mixture, self.sde, y, t, h)  # (n, S, d)
+        starts, log_weight = _starts(self.mixture, self.sde, y, t, h)  # (n, S, d), (n, K)
+        # Candidates: the _CANDIDATES most probable component starts and the moment-matched one.
+        top = jax.lax.top_k(log_weight, min(_CANDIDATES, log_weight.shape[1]))[1]
+        pick = jnp.concatenate([top, jnp.full((n, 1), starts.shape[1] - 1, top.dtype)], axis=1)
+        starts = jnp.take_along_axis(starts, pick[:, :, None], axis=1)
         n_starts = starts.shape[1]
         rep = lambda v: jnp.repeat(v, n_starts, axis=0)
         miss = jnp.linalg.norm(
@@ -206,28 +263,46 @@ class OracleProjection:
             - y[:, None],
             axis=-1,
         )
-        best = jnp.argmin(jnp.where(jnp.isfinite(miss), miss, jnp.inf), axis=-1)
+        miss = jnp.where(jnp.isfinite(miss), miss, jnp.inf)
+        best = jnp.argmin(miss, axis=-1)
         x = jnp.take_along_axis(starts, best[:, None, None], axis=1)[:, 0]
-
-        def single(xi, ti, hi):
-            return self.predict_map(xi[None], ti[None], hi[None])[0]
-
-        jacobian = jax.vmap(jax.jacfwd(single))
+        norm = jnp.min(miss, axis=-1)
+        tol = _TOL_EPS * jnp.finfo(y.dtype).eps * (1.0 + jnp.linalg.norm(y, axis=-1))
 
         def residual(z):
-            return jnp.linalg.norm(self.predict_map(z, t, h) - y, axis=-1)
+            r = jnp.linalg.norm(self.predict_map(z, t, h) - y, axis=-1)
+            return jnp.where(jnp.isfinite(r), r, jnp.inf)
 
-        def newton(_, z):
-            r = self.predict_map(z, t, h) - y
-            step = jnp.linalg.solve(jacobian(z, t, h), r[..., None])[..., 0]
+        def newton(carry):
+            i, z, norm_z = carry
+            f, jac = self.predict_and_jacobian(z, t, h)
+            step = jnp.linalg.solve(jac, (f - y)[..., None])[..., 0]
             step = jnp.where(jnp.isfinite(step), step, 0.0)
-            tries = jnp.stack([z - c * step for c in _DAMPING] + [z])  # staying is allowed
-            norms = jnp.stack([residual(c) for c in tries])
-            pick = jnp.argmin(jnp.where(jnp.isfinite(norms), norms, jnp.inf), axis=0)
-            return jnp.take_along_axis(tries, pick[None, :, None], axis=0)[0]
+            done = norm_z <= tol  # at round-off: stays
+            full = jnp.where(done[:, None], z, z - step)
+            norm_full = jnp.where(done, norm_z, residual(full))
+            take_full = norm_full <= norm_z
 
-        x = jax.lax.fori_loop(0, self.newton_steps, newton, x)
-        return Preimage(x, residual(x))
+            def damped(_):
+                tries = jnp.stack([z - c * step for c in _DAMPING[1:]] + [z])
+                norms = jnp.stack([residual(c) for c in tries[:-1]] + [norm_z])
+                pick = jnp.argmin(norms, axis=0)
+                best_z = jnp.take_along_axis(tries, pick[None, :, None], axis=0)[0]
+                best_norm = jnp.take_along_axis(norms, pick[None], axis=0)[0]
+                return (
+                    jnp.where(take_full[:, None], full, best_z),
+                    jnp.where(take_full, norm_full, best_norm),
+                )
+
+            z, norm_z = jax.lax.cond(jnp.all(take_full), lambda _: (full, norm_full), damped, None)
+            return i + 1, z, norm_z
+
+        def keep_going(carry):
+            i, _, norm_z = carry
+            return (i < self.newton_steps) & jnp.any(norm_z > tol)
+
+        _, x, norm = jax.lax.while_loop(keep_going, newton, (0, x, norm))
+        return Preimage(x, norm)
 
     def conditional_mean(self, y: ArrayLike, t: ArrayLike, h: ArrayLike) -> Array:
         """``E[x_mean | x_pred = y] = mu(F^{-1}(y))`` (steps 2-3; exact where ``bijective``).
