@@ -17,6 +17,7 @@ meaningful numbers.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import subprocess
@@ -27,7 +28,7 @@ import numpy as np
 import ot
 from scipy.spatial.distance import cdist
 
-from benchmarks._common import measure, target, write_result
+from benchmarks._common import FULL_RESULTS_DIR, measure, target, write_result
 from wgdiff import metrics
 
 # Grid of the committed run: d = 2 at n = 500 to 8000 (the issue's ratio points 2000,
@@ -37,13 +38,25 @@ FULL_GRID = ((500, 2), (2000, 2), (4000, 2), (8000, 2), (2000, 16), (2000, 64))
 QUICK_GRID = ((200, 2), (150, 16))
 ENTROPIC_REFERENCE_MAX_N = 500
 POT_SINKHORN_MAX_ITERATIONS = 1000
-# The Gaussian check N(0, I) vs N(0, diag(4, 1/4)) in a fresh process (peak RSS). The
-# issue asks for n = 1e5: one streamed pass there is 1e10 pair evaluations (~10 CPU-s
-# here), and at n = 8000 this problem took 68 full iterations (~2.3 passes each; measured
-# 2026-12-01 17:30), so 1e5 would be ~26 CPU-minutes, beyond the ~15 CPU-minute budget
-# of the shared 2-core machine; the committed run uses n = 50000 (~7 CPU-minutes).
-GAUSSIAN_N_FULL, GAUSSIAN_N_QUICK = 50_000, 1000
+# The Gaussian check N(0, I) vs N(0, diag(4, 1/4)) in a fresh process (peak RSS), at
+# the issue's n = 1e5: one streamed pass there is 1e10 pair evaluations (~10 CPU-s
+# here) and this problem takes ~70-80 full iterations, so ~25 CPU-minutes.
+GAUSSIAN_N_FULL, GAUSSIAN_N_QUICK = 100_000, 1000
 GAUSSIAN_W2 = float(np.sqrt(1.25))  # (2 - 1)^2 + (1/2 - 1)^2 = 1.25
+# Exact W2 beyond the POT grid (POT's dense n x n float64 cost does not fit there): d = 2,
+# each n in a fresh process (peak RSS), its phases timed separately.
+EXACT_LARGE, EXACT_LARGE_QUICK = (16_000, 32_000, 100_000), (3000,)
+DESCRIPTION = (
+    "W2 between x ~ N(0, I_d) and y ~ N((1, -0.5, 0..), 0.25 I_d), n points each. Section "
+    "grid: wgdiff exact_ot (certified, float64) and debiased sinkhorn (float32, default "
+    "epsilon rule, Anderson steps at the target; dense cost matrices up to 1024^2, "
+    "streamed above from a 1024-point multiscale start) vs POT emd2 (reference) and, at "
+    "n <= 500, POT sinkhorn2 / OTT sinkhorn_divergence at the same epsilon; one process, "
+    "side by side. Section exact_large: exact_ot alone at larger n, d = 2 (same clouds), "
+    "one fresh process per n (peak RSS), phases timed. Section gaussian: debiased "
+    "Sinkhorn between N(0, I) and N(0, diag(4, 1/4)) samples vs the closed form W2 = "
+    "1.118, in a fresh process (peak RSS)."
+)
 
 
 def _clouds(n: int, d: int, seed: int):
@@ -154,7 +167,7 @@ def _row(n: int, d: int) -> dict:
     return row
 
 
-_GAUSSIAN_SCRIPT = """
+_PEAK_RSS = """
 import json, os, resource, sys, time
 import numpy as np
 from wgdiff import metrics
@@ -170,6 +183,10 @@ def peak_rss_gib():
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+"""
+_GAUSSIAN_SCRIPT = (
+    _PEAK_RSS
+    + """
 n = int(sys.argv[1])
 rng = np.random.default_rng(0)
 x = rng.normal(size=(n, 2)); y = rng.normal(size=(n, 2)) * np.sqrt([4.0, 0.25])
@@ -186,6 +203,41 @@ print(json.dumps({
     "load_average_1m_end": os.getloadavg()[0],
 }))
 """
+)
+
+
+_EXACT_SCRIPT = (
+    _PEAK_RSS
+    + """
+from benchmarks.bench_w2 import _clouds
+n = int(sys.argv[1])
+x, y = _clouds(n, 2, seed=n + 2)
+c0, w0 = time.process_time(), time.perf_counter()
+out = metrics.exact_ot(x, y)
+cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+cert = out.certificate
+print(json.dumps({
+    "n": n, "d": 2, "value_w2sq": float(out.cost), "certified": bool(cert["certified"]),
+    "max_violation": float(cert["max_violation"]), "rounds": int(cert["rounds"]),
+    "candidate_edges": int(cert["candidate_edges"]), "phase_seconds": cert.get("seconds"),
+    "cpu_s": cpu, "wall_s": wall, "peak_rss_gib": peak_rss_gib(),
+    "load_average_1m_end": os.getloadavg()[0],
+}))
+"""
+)
+
+
+def _exact_large(n: int) -> dict:
+    """exact_ot alone at n points (d = 2) in a fresh process: time, phases, peak RSS."""
+    done = subprocess.run(
+        [sys.executable, "-c", _EXACT_SCRIPT, str(n)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    row = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"exact n={n}: {row}", flush=True)
+    return row
 
 
 def _gaussian_check(n: int) -> dict:
@@ -204,15 +256,28 @@ def _gaussian_check(n: int) -> dict:
     return row
 
 
-def run(quick: bool = False) -> dict:
-    grid = QUICK_GRID if quick else FULL_GRID
-    start_wall, start_cpu = time.perf_counter(), time.process_time()
-    # the Gaussian check first: the longest single solve, so a run that cannot
-    # afford it shows that at its start
-    gaussian = _gaussian_check(GAUSSIAN_N_QUICK if quick else GAUSSIAN_N_FULL)
-    rows = [_row(n, d) for n, d in grid]
+SECTIONS = ("gaussian", "grid", "exact_large")
+
+
+def _section(fn) -> dict:
+    """One section of the record, measured on its own: start time, load, CPU and wall."""
+    started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    load0, c0, w0 = os.getloadavg()[0], time.process_time(), time.perf_counter()
+    data = fn()
+    return {
+        "started_utc": started,
+        "load_average_1m_start": load0,
+        "load_average_1m_end": os.getloadavg()[0],
+        "wall_s": time.perf_counter() - w0,
+        # this process only; the fresh child processes report their own cpu_s
+        "parent_cpu_s": time.process_time() - c0,
+        "data": data,
+    }
+
+
+def _targets(sections: dict) -> list[dict]:
     targets = []
-    for row in rows:
+    for row in sections.get("grid", {}).get("data", []):
         if row["d"] == 2 and row["n"] >= 4000:
             targets.append(
                 target(f"exact / POT wall at n={row['n']}", row["exact_over_pot_wall"], at_most=1.0)
@@ -232,42 +297,57 @@ def run(quick: bool = False) -> dict:
                     at_most=5e-3,
                 )
             )
-    n = gaussian["n"]
-    targets.append(
-        target(
-            f"Gaussian check rel. error vs closed form at n={n}",
-            gaussian["relative_error_w2"],
-            at_most=0.02,
+    gaussian = sections.get("gaussian", {}).get("data")
+    if gaussian:
+        n = gaussian["n"]
+        targets.append(
+            target(
+                f"Gaussian check rel. error vs closed form at n={n}",
+                gaussian["relative_error_w2"],
+                at_most=0.02,
+            )
         )
-    )
-    label = f"Gaussian check peak RSS GiB at n={n}"
-    targets.append(target(label, gaussian["peak_rss_gib"], at_most=2.0))
+        label = f"Gaussian check peak RSS GiB at n={n}"
+        targets.append(target(label, gaussian["peak_rss_gib"], at_most=2.0))
+    return targets
+
+
+def run(quick: bool = False, sections: tuple[str, ...] = SECTIONS) -> dict:
+    """Measure ``sections`` (all by default) and write the record.
+
+    A full run of some sections only keeps the other sections of the committed record
+    as they are, each with its own start time, load, CPU and wall time.
+    """
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        raise ValueError(f"sections: unknown {sorted(unknown)}; choose from {SECTIONS}")
+    kept = {}
+    if not quick and set(sections) != set(SECTIONS):
+        committed = FULL_RESULTS_DIR / "w2.json"
+        if committed.exists():
+            kept = json.loads(committed.read_text()).get("sections", {})
+    grid = QUICK_GRID if quick else FULL_GRID
+    large = EXACT_LARGE_QUICK if quick else EXACT_LARGE
+    jobs = {
+        "gaussian": lambda: _gaussian_check(GAUSSIAN_N_QUICK if quick else GAUSSIAN_N_FULL),
+        "grid": lambda: [_row(n, d) for n, d in grid],
+        "exact_large": lambda: [_exact_large(n) for n in large],
+    }
+    measured = {name: _section(jobs[name]) for name in SECTIONS if name in sections}
+    all_sections = {name: measured.get(name, kept.get(name)) for name in SECTIONS}
+    all_sections = {k: v for k, v in all_sections.items() if v is not None}
     record = {
         "quick": quick,
-        "description": (
-            "W2 between x ~ N(0, I_d) and y ~ N((1, -0.5, 0..), 0.25 I_d), n points each: "
-            "wgdiff exact_ot (certified, float64) and debiased sinkhorn (float32, default "
-            "epsilon rule, Anderson steps at the target; dense cost matrices up to 1024^2, "
-            "streamed above from a 1024-point multiscale start) vs POT emd2 "
-            "(reference) and, at n <= 500, POT sinkhorn2 / OTT sinkhorn_divergence at the "
-            "same epsilon; one process, side by side. Gaussian check: debiased Sinkhorn "
-            "between N(0, I) and N(0, diag(4, 1/4)) samples vs the closed form W2 = 1.118, "
-            "in a fresh process (peak RSS)."
-        ),
+        "description": DESCRIPTION,
         "machine_note": (
-            "shared 2-core machine, ~5 agents and the lead's test runs: wall times are "
-            "inflated and noisy (load average in every row); CPU seconds are steadier"
+            "shared 2-core machine, 3 helpers and the lead's test runs: wall times are "
+            "inflated and noisy (load average in every row and section); CPU seconds are "
+            "steadier. Sections may come from separate invocations; each carries its own "
+            "start time, load, CPU and wall time, and is side by side within itself."
         ),
-        "cut_from_the_issue_grid": (
-            f"the Gaussian check is run at n = {n}; exact and Sinkhorn timings above "
-            "n = 8000 (exact n = 1e5 in d = 2 not measured); d = 16 / 64 "
-            "only at n = 2000; POT sinkhorn2 / OTT only at n = 500"
-        ),
-        "rows": rows,
-        "gaussian_check": gaussian,
-        "targets": targets,
-        "total_wall_s": time.perf_counter() - start_wall,
-        "total_cpu_s": time.process_time() - start_cpu,
+        "measured_now": list(measured),
+        "sections": all_sections,
+        "targets": _targets(all_sections),
     }
     write_result("w2", record)
     return record
@@ -276,14 +356,19 @@ def run(quick: bool = False) -> dict:
 def headline(record: dict) -> dict:
     """n: exact / POT and Sinkhorn / POT wall ratios, errors (for the runner's table)."""
     out = {}
-    for row in record["rows"]:
+    sections = record.get("sections", {})
+    for row in sections.get("grid", {}).get("data", []):
         key = f"n={row['n']} d={row['d']}"
         out[f"{key}: exact/POT, Sinkhorn/POT wall"] = (
             f"{row['exact_over_pot_wall']:.2f} / {row['sinkhorn_over_pot_wall']:.2f}"
         )
         errors = row["exact"]["relative_error_w2sq"], row["sinkhorn"]["relative_error_w2"]
         out[f"{key}: rel. err exact, Sinkhorn"] = f"{errors[0]:.1e} / {errors[1]:.1e}"
-    gauss = record.get("gaussian_check")
+    for row in sections.get("exact_large", {}).get("data", []):
+        out[f"exact n={row['n']} d=2: wall, certified, peak RSS"] = (
+            f"{row['wall_s']:.0f} s, {row['certified']}, {row['peak_rss_gib']:.2f} GiB"
+        )
+    gauss = sections.get("gaussian", {}).get("data")
     if gauss:
         out[f"Gaussian check n={gauss['n']}: W2 (closed form 1.118), peak RSS"] = (
             f"{gauss['value_w2']:.4f} ({gauss['relative_error_w2']:.1e}), "
@@ -295,4 +380,10 @@ def headline(record: dict) -> dict:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    run(quick=parser.parse_args().quick)
+    parser.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)",
+    )
+    args = parser.parse_args()
+    run(quick=args.quick, sections=tuple(args.sections.split(",")))
