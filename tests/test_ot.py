@@ -71,6 +71,85 @@ def test_exact_equals_pot_and_certificate_holds(name):
         assert sorted(out.assignment.tolist()) == list(range(len(y)))
 
 
+def _sparse_instance(rng, n, density):
+    """A random sparse n x n cost graph with a perfect matching (a hidden permutation)."""
+    cost = rng.random((n, n)) * 10.0
+    mask = rng.random((n, n)) < density
+    mask[np.arange(n), rng.permutation(n)] = True
+    return cost, mask
+
+
+def _csr(cost, mask):
+    rows, cols = np.nonzero(mask)
+    return np.searchsorted(rows, np.arange(len(cost) + 1)), cols, cost[rows, cols], rows
+
+
+def test_sparse_assignment_optimal_cold_and_warm():
+    # the numba auction + shortest-augmenting-path solver against SciPy's dense
+    # Hungarian (absent edges at a prohibitive cost), from cold and from a warm start
+    # after adding edges; its potentials must be feasible duals with tight matched edges
+    assignment = importlib.import_module("wgdiff.metrics._assignment")
+    from scipy.optimize import linear_sum_assignment
+
+    def solve_and_check(cost, mask, u, v, match_row, match_col, fresh):
+        indptr, cols, c, rows = _csr(cost, mask)
+        if fresh:  # epsilon-scaled auction phases first, as exact_ot starts
+            for eps in (1.0, 1e-2, 1e-4):
+                assert assignment.auction(indptr, cols, c, v, match_row, match_col, eps) >= len(
+                    cost
+                )
+        assignment.restore_feasibility(indptr, cols, c, u, v, match_row, match_col, False, 1e-13)
+        _, failed = assignment.augment_free_rows(indptr, cols, c, u, v, match_row, match_col)
+        assert failed == 0
+        r, col = linear_sum_assignment(np.where(mask, cost, 1e6))
+        assert c[match_row].sum() == pytest.approx(cost[r, col].sum(), rel=1e-12)
+        assert sorted(cols[match_row].tolist()) == list(range(len(cost)))
+        reduced = c - u[rows] - v[cols]
+        assert reduced.min() >= -1e-12 and np.abs(reduced[match_row]).max() <= 1e-12
+        return cols[match_row]
+
+    rng = np.random.default_rng(3)
+    for trial in range(12):
+        n = int(rng.integers(2, 50))
+        cost, mask = _sparse_instance(rng, n, 0.2)
+        u, v = np.zeros(n), rng.normal(size=n) * (trial % 2)
+        match_row, match_col = np.full(n, -1), np.full(n, -1)
+        matched = solve_and_check(cost, mask, u, v, match_row, match_col, True)
+        # warm: more edges, the previous matching in the new edge numbering
+        mask = mask | (rng.random((n, n)) < 0.2)
+        rows, cols = np.nonzero(mask)
+        match_row = np.searchsorted(rows * n + cols, np.arange(n) * n + matched)
+        solve_and_check(cost, mask, u, v, match_row, match_col, False)
+
+
+def test_power_query_certificate_bounds_the_brute_force_minimum():
+    # the k-d tree certificate (low dimension) is a lower bound on the all-pairs
+    # min_j C_ij - u_i - v_j within 2 eta of it, for near-quadratic and rough duals
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(300, 2)), 0.5 * rng.normal(size=(250, 2)) + 0.3
+    for v in (np.sum(y**2, axis=1) * 0.6 + 0.1 * rng.normal(size=250), rng.normal(size=250)):
+        u = rng.normal(size=300)
+        brute = (cdist(x, y, "sqeuclidean") - v[None, :]).min(axis=1) - u
+        tree_min, index = exact_module._reduced_row_min(x, y, u, v, 1e-8)
+        _, _, eta = exact_module._power_query(x, y, v)
+        assert 0 < eta < 0.25 * 1e-8  # so the tree branch (not brute force) was taken
+        assert np.all(tree_min <= brute + 1e-15) and np.all(tree_min >= brute - 2 * eta - 1e-15)
+        exact_at_index = np.sum((x - y[index]) ** 2, axis=1) - v[index] - u
+        assert np.allclose(exact_at_index, brute, rtol=0, atol=4 * eta)
+
+
+def test_exact_with_subsampled_candidate_potentials_equals_pot(monkeypatch):
+    # above CANDIDATE_SUBSAMPLE points the candidate Sinkhorn runs on subsamples and is
+    # extended by c-transforms (lowered to 64 here so a small case takes that branch)
+    monkeypatch.setattr(exact_module, "CANDIDATE_SUBSAMPLE", 64)
+    x, y = CASES["random"]
+    out = metrics.exact_ot(x, y)
+    assert out.cost == pytest.approx(pot_cost(x, y), rel=1e-9)
+    assert out.certificate["certified"]
+    reduced = cdist(x, y, "sqeuclidean") - out.u[:, None] - out.v[None, :]
+    assert reduced.min() >= -out.certificate["tol"]
+
+
 def test_exact_is_scale_free():
     # W2^2 is 2-homogeneous; 1e20-scaled data (squares ~1e40, beyond float32) must
     # give 1e40 times the cost, certified (the solver works in mean-cost units)
@@ -214,7 +293,7 @@ def test_exact_assignment_inside_jit_is_optimal(monkeypatch):
     ys = np.stack([rng.normal(size=(150, 2)) + 0.3 for _ in range(2)]).astype(np.float32)
     dense = np.asarray(jax.jit(jax.vmap(metrics.exact_assignment))(xs, ys))
     # the same batch through the sparse pipeline (Sinkhorn candidates in the trace,
-    # LAPJVsp and the certificate on the host), used above 256 points
+    # sparse assignment and the certificate on the host), used above 256 points
     monkeypatch.setattr(exact_module, "DENSE_ASSIGNMENT_MAX_POINTS", 0)
     sparse = np.asarray(jax.jit(jax.vmap(metrics.exact_assignment))(xs, ys))
     for perms in (dense, sparse):
