@@ -45,6 +45,12 @@ def test_wpo_kernel_quick(tmp_path):
     assert math.isfinite(roll["true_heldout_ll"]) and math.isfinite(
         roll["kde_baseline"]["heldout_ll"]
     )
+    # The training-time fix is logged: the NaN guard on every row, no kernel above the cap.
+    fix = roll["training_fix"]
+    assert fix["jitter"] == pytest.approx(fix["train_max_std"] ** -2)
+    for row in roll["training_log"][1:]:
+        assert row["params_finite"] and row["nonfinite_updates_skipped"] >= 0
+        assert row["widest_std_max"] <= fix["train_max_std"] * (1 + 1e-5)
     assert res["parts_not_run"] == []
     for key, label in (("fig4_diagnosis", "cholesky"), ("fig4_ablation", "log_cholesky_ablation")):
         log = res[key][label]["training_log"]

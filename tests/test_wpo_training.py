@@ -5,20 +5,32 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from wgdiff.nets.cholesky import CholeskyMLP, fill_lower_triangular
 from wgdiff.samplers import euler_maruyama, probability_flow
 from wgdiff.sde import VPSDE, BrownianSDE
+from wgdiff.train import create_train_state, make_train_step
 from wgdiff.wpo import (
     WPOKernelModel,
     empirical_score_fn,
     init_wpo,
     ism_loss,
     ism_objective,
+    log_density,
     model_from_params,
+    nonfinite_updates,
     split_centers,
+    wpo_optimizer,
 )
+
+
+@pytest.fixture
+def x64():
+    jax.config.update("jax_enable_x64", True)
+    yield
+    jax.config.update("jax_enable_x64", False)
 
 
 def test_cholesky_mlp_lower_triangular_and_positive_definite():
@@ -83,6 +95,76 @@ def test_training_recovers_gaussian_precision():
     np.testing.assert_allclose(float(metrics["loss"]), optimum, rtol=1e-3)
     model = model_from_params(net, state.params, centers)
     assert isinstance(model, WPOKernelModel)
+
+
+def test_training_max_std_caps_kernels_and_ism_stays_the_autodiff_ism(x64):
+    """The 6-D fix: jitter 1 / max_std^2 bounds every std during training; the trained
+    objective is still the Hyvarinen ISM of the mixture, mean |s|^2 + 2 div s, from an
+    autodiff Hessian in float64 (the objective itself runs in float32: rtol 1e-5)."""
+    centers = jax.random.normal(jax.random.key(14), (5, 3), jnp.float32)
+    data = jax.random.normal(jax.random.key(15), (12, 3), jnp.float32)
+    net, state, train_step, _ = init_wpo(
+        jax.random.key(16),
+        centers,
+        data,
+        net=CholeskyMLP(features=(8,), diag_offset=1.0),
+        max_std=0.5,
+        optimizer=wpo_optimizer(4, warmup_steps=1),
+    )
+    assert net.jitter == 4.0  # 1 / 0.5^2
+    for _ in range(3):
+        state, _ = train_step(state, data)
+    prec = np.asarray(net.apply(state.params, centers, method=net.precision), np.float64)
+    assert np.linalg.eigvalsh(prec).min() >= 4.0 * (1 - 1e-6)  # std <= 0.5 (float32 round-off)
+    assert np.linalg.eigvalsh(prec).max() > 4.5  # the cap is not all there is
+
+    def logp(x):
+        return log_density(x[None], jnp.asarray(centers, jnp.float64), jnp.asarray(prec))[0]
+
+    def integrand(x):
+        s = jax.grad(logp)(x)
+        return jnp.sum(s**2) + 2 * jnp.trace(jax.hessian(logp)(x))
+
+    auto = float(jnp.mean(jax.jit(jax.vmap(integrand))(jnp.asarray(data, jnp.float64))))
+    loss = ism_objective(net, centers, chunk_size=2)(state.params, jax.random.key(0), data)
+    np.testing.assert_allclose(float(loss), auto, rtol=1e-5)
+    with pytest.raises(ValueError, match="max_std"):
+        init_wpo(jax.random.key(16), centers, data, max_std=0.0)
+
+
+def test_wpo_optimizer_schedule_clip_and_nonfinite_skip():
+    peak, warmup, n, final = 1e-2, 10, 100, 0.1
+    opt = wpo_optimizer(n, learning_rate=peak, warmup_steps=warmup, final_fraction=final)
+
+    def rate(k):  # linear warm-up from 0, then cosine to final * peak at step n
+        if k < warmup:
+            return peak * k / warmup
+        cosine = 0.5 * (1 + np.cos(np.pi * (k - warmup) / (n - warmup)))
+        return final * peak + (1 - final) * peak * cosine
+
+    # A constant gradient below the clip: Adam's bias-corrected moments are exact, so the
+    # update is -rate(k) * g / (|g| + 1e-8) elementwise.
+    params, grad = jnp.zeros(2), jnp.array([0.3, -0.4])
+    update = jax.jit(opt.update)  # one compilation for the 101 steps
+    opt_state = opt.init(params)
+    for k in range(n + 1):
+        updates, opt_state = update(grad, opt_state, params)
+        if k in (0, 5, warmup, 55, n):
+            np.testing.assert_allclose(updates, -rate(k) * np.sign(grad), rtol=1e-5, atol=1e-12)
+    # Clipping: a gradient of norm 50 enters Adam's first moment as its unit direction.
+    opt_state = opt.init(params)
+    _, opt_state = update(jnp.array([30.0, 40.0]), opt_state, params)
+    mu = optax.tree_utils.tree_get(opt_state, "mu")
+    np.testing.assert_allclose(mu, 0.1 * np.array([0.6, 0.8]), rtol=1e-6)  # (1 - b1) g / |g|
+    # A non-finite gradient skips the update, and nonfinite_updates counts it.
+    state = create_train_state(jax.random.key(17), {"w": jnp.ones(2)}, opt)
+    step = make_train_step(lambda p, key, b: jnp.sum((p["w"] - b) ** 2), opt, ema_decay=0.0)
+    state, _ = step(state, jnp.array([jnp.nan, 0.0]))
+    np.testing.assert_array_equal(state.params["w"], [1.0, 1.0])
+    assert nonfinite_updates(state) == 1
+    for bad in ({"warmup_steps": n}, {"final_fraction": 0.0}, {"clip_norm": -1.0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            wpo_optimizer(n, **{"warmup_steps": warmup, **bad})
 
 
 def test_split_centers_is_disjoint():

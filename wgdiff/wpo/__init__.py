@@ -38,7 +38,9 @@ from wgdiff.wpo.training import (
     init_wpo,
     ism_objective,
     model_from_params,
+    nonfinite_updates,
     split_centers,
+    wpo_optimizer,
 )
 from wgdiff.wpo.tuning import (
     STARVED_SHARE,
@@ -78,8 +80,10 @@ __all__ = [
     "log_density",
     "marginal_mixture",
     "model_from_params",
+    "nonfinite_updates",
     "split_centers",
     "stream_softmax",
     "tune_kde_variance",
     "tune_max_std",
+    "wpo_optimizer",
 ]

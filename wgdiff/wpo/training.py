@@ -7,6 +7,42 @@ other time needs score matching: Prop. 4.1 gives the score at every time.
 
 Defaults are the authors' settings (papers/README.md): 1000 centres, Adam with
 learning rate 2e-3, batch 64, 50 000 steps, ``Gamma = L L^T + 0.01 I``.
+
+Long runs in 6-D (Zhang Fig. 4) need two training-time changes, measured in
+``experiments/results/wpo_kernel.json`` (``fig4.scaled_run``):
+
+* ``max_std``: the jitter becomes ``1 / max_std^2``, so ``Gamma = L L^T + I / max_std^2``
+  and every kernel's std stays ``<= max_std`` *during* training (the ISM then
+  optimizes the other axes given the cap; ``WPOKernelModel.cap_std`` applied only
+  after training cannot). Without it the widest kernels reach the jitter floor
+  ``1 / sqrt(0.01) = 10`` within 300 steps (median widest std 1.3-4.4 over 2e4 steps).
+* ``wpo_optimizer``: gradient clipping, warm-up and cosine decay of Adam's rate,
+  and a guard that skips non-finite updates. At the authors' constant 2e-3 the
+  2e4-step 6-D run starved a growing share of kernels (0.2% -> 28% by step 15 000)
+  and its loss went NaN at step 15 500.
+
+How they were chosen (short runs, 6-D roll, 2000 centres, 6 x 64, 2400 steps, same data
+and keys as ``experiments/wpo_kernel.py`` Fig. 4; validation log-likelihood uncapped /
+after ``tune_max_std``; also in the README's Zhang Fig. 4 row): max_std 1 +
+``wpo_optimizer`` -1.248 / -1.180 (kept); max_std 0.5 + ``wpo_optimizer`` -1.198 /
+-1.193 (rejected: a tighter training cap pins every kernel at it and the validated cap
+can no longer choose); ``wpo_optimizer`` alone -1.977 / -1.192 (rejected: kernels still
+reach std 10 by step 600); max_std 1 with constant-rate Adam -1.268 / -1.200. At this
+length the routes differ by <= 0.02 nats after the validated cap; what the training-time
+changes buy is a bounded, finite run: in the 2e4-step Fig. 4 run (3000 centres) no
+update was skipped, every parameter stayed finite and no kernel exceeded ``max_std``.
+Not tried for lack of budget: re-initializing starved kernels, a log-Cholesky net in
+training (as a post-hoc ablation it widened more).
+
+Open (measured there, not fixed): from step ~1e4 the kernels collapse the other way, to
+near-zero width (starved share 0.4% at 1e4 steps -> 94% at 2e4, median narrowest std
+0.07 -> 1e-4, validation log-likelihood -1.20 -> -7.9), and the held-out ISM of the
+collapsed model (-287) is worse than that of the previous record's 2000-centre,
+1500-step model (-313 uncapped): overfitting of the training ISM, not its held-out
+optimum (hypothesis, untested: ISM points very close to a centre reward narrowing it
+through the -tr Gamma term, as below). The post-hoc cap cannot undo it (it only bounds
+widths).
+
 As in the authors' code the centres are drawn *independently* of the ISM
 batches; ``split_centers`` makes that a disjoint split of one training set. A
 centre that is also a batch point would reward ``Gamma_i -> infinity`` there
@@ -23,7 +59,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from wgdiff._checks import check_finite, check_ndim, check_positive_int
+from wgdiff._checks import check_finite, check_ndim, check_positive, check_positive_int
 from wgdiff._types import Array, ArrayLike, PRNGKey, PyTree
 from wgdiff.nets.cholesky import CholeskyMLP
 from wgdiff.train import TrainState, create_train_state, dataset_sampler, fit, make_train_step
@@ -38,6 +74,58 @@ AUTHORS_SETTINGS = {
     "jitter": 0.01,
     "hidden": (64,) * 5,
 }
+
+
+def wpo_optimizer(
+    n_steps: int,
+    *,
+    learning_rate: float = AUTHORS_SETTINGS["learning_rate"],
+    warmup_steps: int = 200,
+    final_fraction: float = 0.01,
+    clip_norm: float = 1.0,
+    max_consecutive_nonfinite: int = 10,
+) -> optax.GradientTransformation:
+    """Adam for long WPO runs: clipped, warmed up, cosine-decayed, skipping non-finite steps.
+
+    The rate rises linearly from 0 to ``learning_rate`` over ``warmup_steps`` and
+    decays by a cosine to ``final_fraction * learning_rate`` at ``n_steps``;
+    gradients are clipped to global norm ``clip_norm``; an update whose gradient
+    is not finite is skipped (``optax.apply_if_finite``, whose state counts the
+    skips: ``nonfinite_updates``); after ``max_consecutive_nonfinite`` skips in a
+    row the update is applied anyway (optax's rule), so a persistent failure still
+    shows as non-finite parameters.
+
+    Args:
+        n_steps: length of the run the schedule decays over.
+        learning_rate: peak rate (authors' constant rate: 2e-3).
+        warmup_steps: linear warm-up length (< ``n_steps``).
+        final_fraction: final rate as a fraction of the peak, in (0, 1].
+        clip_norm: global gradient-norm clip (positive).
+        max_consecutive_nonfinite: skips tolerated in a row.
+    """
+    n_steps = check_positive_int(n_steps, "n_steps")
+    check_positive_int(max_consecutive_nonfinite, "max_consecutive_nonfinite")
+    check_positive(learning_rate, "learning_rate")
+    check_positive(clip_norm, "clip_norm")
+    if not 0 <= warmup_steps < n_steps:
+        raise ValueError(f"warmup_steps must be in [0, n_steps = {n_steps}), got {warmup_steps}")
+    if not 0 < final_fraction <= 1:
+        raise ValueError(f"final_fraction must be in (0, 1], got {final_fraction}")
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0, learning_rate, warmup_steps, n_steps, learning_rate * final_fraction
+    )
+    return optax.apply_if_finite(
+        optax.chain(optax.clip_by_global_norm(clip_norm), optax.adam(schedule)),
+        max_consecutive_nonfinite,
+    )
+
+
+def nonfinite_updates(state: TrainState) -> int:
+    """Updates skipped so far for a non-finite gradient by a ``wpo_optimizer`` state (else 0)."""
+    opt_state = state.opt_state
+    if isinstance(opt_state, optax.ApplyIfFiniteState):
+        return int(opt_state.total_notfinite)
+    return 0
 
 
 def split_centers(
@@ -95,6 +183,8 @@ def init_wpo(
     net: CholeskyMLP | None = None,
     init_bandwidth: float | None = None,
     learning_rate: float = AUTHORS_SETTINGS["learning_rate"],
+    optimizer: optax.GradientTransformation | None = None,
+    max_std: float | None = None,
     batch_size: int = AUTHORS_SETTINGS["batch_size"],
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> tuple[CholeskyMLP, TrainState, Callable, Callable[[PRNGKey], Array]]:
@@ -117,12 +207,15 @@ def init_wpo(
             different widening dominates whatever the start: kernels grow along
             directions where the data are locally uniform, which the ISM rewards;
             ``wgdiff.wpo.tune_max_std`` caps it (see ``wgdiff.wpo.tuning``).
-        learning_rate: Adam learning rate (authors: 2e-3).
+        learning_rate: Adam learning rate (authors: 2e-3), used when ``optimizer`` is None.
+        optimizer: e.g. ``wpo_optimizer(n_steps)`` (default: the authors' constant-rate Adam).
+        max_std: if given, the net's jitter becomes ``1 / max_std^2``: every kernel's
+            std is ``<= max_std`` during training (see the module docstring).
         batch_size: ISM batch size (authors: 64).
         chunk_size: centres per streamed chunk.
 
     Returns:
-        ``(net, state, train_step, sample_batch)``.
+        ``(net, state, train_step, sample_batch)``; ``net`` carries the jitter used.
     """
     centers, ism_data = jnp.asarray(centers), jnp.asarray(ism_data)
     check_ndim(centers, 2, "centers", "(N, d)")
@@ -133,8 +226,12 @@ def init_wpo(
     if net is None:
         offset = 0.0 if init_bandwidth is None else 1.0 / float(init_bandwidth)
         net = CholeskyMLP(diag_offset=offset)
+    if max_std is not None:
+        check_positive(max_std, "max_std")
+        net = net.clone(jitter=1.0 / float(max_std) ** 2)
     params = net.init(key, centers[:1])
-    optimizer = optax.adam(learning_rate)
+    if optimizer is None:
+        optimizer = optax.adam(learning_rate)
     state = create_train_state(key, params, optimizer)
     # No EMA in the authors' code: ema_decay 0 makes the EMA copy the parameters.
     train_step = make_train_step(
@@ -151,6 +248,8 @@ def fit_wpo(
     n_steps: int = AUTHORS_SETTINGS["n_steps"],
     batch_size: int = AUTHORS_SETTINGS["batch_size"],
     learning_rate: float = AUTHORS_SETTINGS["learning_rate"],
+    optimizer: optax.GradientTransformation | None = None,
+    max_std: float | None = None,
     net: CholeskyMLP | None = None,
     init_bandwidth: float | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
@@ -164,6 +263,7 @@ def fit_wpo(
         key: PRNG key (split, init, batches).
         data: ``(M, d)`` training set; ``n_centers`` of it become centres, the rest feeds ISM.
         n_centers, n_steps, batch_size, learning_rate: see ``AUTHORS_SETTINGS``.
+        optimizer, max_std: see ``init_wpo`` (6-D: ``wpo_optimizer(n_steps)`` and a cap).
         net: Cholesky network (default ``CholeskyMLP()``).
         init_bandwidth: initial kernel bandwidth (see ``init_wpo``; None = authors' net).
         chunk_size: centres per streamed chunk.
@@ -182,6 +282,8 @@ def fit_wpo(
         net=net,
         init_bandwidth=init_bandwidth,
         learning_rate=learning_rate,
+        optimizer=optimizer,
+        max_std=max_std,
         batch_size=batch_size,
         chunk_size=chunk_size,
     )
@@ -204,5 +306,7 @@ __all__ = [
     "init_wpo",
     "ism_objective",
     "model_from_params",
+    "nonfinite_updates",
     "split_centers",
+    "wpo_optimizer",
 ]
