@@ -505,18 +505,6 @@ def reverse_sde_path(
     return _em_path(key, sde, as_pytree_callable(score_fn), x_init, grid, substeps, level)
 
 
-def _w2_rescaled(a: np.ndarray, b: np.ndarray) -> float:
-    """``W2(a, b)`` computed on ``a / c, b / c`` times ``c``, ``c`` the largest coordinate.
-
-    W2 is positively homogeneous, so this is the same number. The exact solver already
-    works in units of the mean cost, but beyond ``EXACT_AUTO_MAX_PAIRS`` ``w2`` switches
-    to Sinkhorn, which refuses squared costs outside its dtype: the rescaling keeps
-    samples of a diverging sampler (finite but ~1e20 and beyond) measurable there too.
-    """
-    c = max(float(np.max(np.abs(a))), float(np.max(np.abs(b))), 1.0)
-    return c * w2(a / c, b / c)
-
-
 def converged_reverse_path(
     key: PRNGKey,
     sde: SDE,
@@ -569,7 +557,7 @@ def converged_reverse_path(
         scale = np.nan
         if finite:
             if reference is not None:
-                scale = _w2_rescaled(reference, final)
+                scale = w2(reference, final)
                 w2s.append(scale)
             else:
                 scale = float(np.sqrt(np.mean(np.sum((final - final.mean(0)) ** 2, -1))))
