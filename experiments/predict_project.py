@@ -876,6 +876,25 @@ def _load_part(out_dir, suffix, name):
         return result, dict(arrays)
 
 
+def _git_state() -> dict:
+    """The commit this script runs from and whether its tree has uncommitted changes."""
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split("\n")
+        return {"commit": head, "modified_tracked_files": [f for f in dirty if f.strip()]}
+    except (OSError, subprocess.CalledProcessError) as err:
+        return {"commit": f"unknown ({err})"}
+
+
 def run_parts_side_by_side(args) -> dict:
     """``--part all``: the digits part and the mixture part as two processes at once (one
     XLA thread each, so two cores are both used), then the merge in this process.
@@ -891,6 +910,7 @@ def run_parts_side_by_side(args) -> dict:
             + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
         ).strip(),
     }
+    git = _git_state()
     start_cpu, start = cpu_seconds(), time.perf_counter()
     load_start, started = os.getloadavg(), time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     procs = {
@@ -910,6 +930,7 @@ def run_parts_side_by_side(args) -> dict:
         "load_average_end_parts": os.getloadavg(),
         "cpu_count": os.cpu_count(),
         "started_utc": started,
+        "code": {**git, "repo": str(Path(__file__).resolve().parents[1])},
         "_start": start,
     }
 

@@ -120,3 +120,4 @@ def test_quick_run_is_complete_and_consistent(quick_run):
     assert run["wall_s"] >= run["wall_s_parts"] > 0 and run["cpu_s"] > 0
     assert len(run["load_average_start"]) == 3 and len(run["load_average_end"]) == 3
     assert (out / "predict_project_quick_part_mixture.json").exists()
+    assert len(run["code"]["commit"]) == 40  # the commit the run came from
