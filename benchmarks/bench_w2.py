@@ -47,7 +47,7 @@ GAUSSIAN_W2 = float(np.sqrt(1.25))  # (2 - 1)^2 + (1/2 - 1)^2 = 1.25
 # each n in a fresh process (peak RSS), its phases timed separately. Not 1e5: a trial
 # there (2026-12-01 20:19, load ~4) was still in its first round's auction after 5
 # CPU-minutes, so it does not fit this session's machine budget.
-EXACT_LARGE, EXACT_LARGE_QUICK = (16_000, 32_000), (3000,)
+EXACT_LARGE, EXACT_LARGE_QUICK = (16_000, 32_000, 64_000), (3000,)
 DESCRIPTION = (
     "W2 between x ~ N(0, I_d) and y ~ N((1, -0.5, 0..), 0.25 I_d), n points each. Section "
     "grid: wgdiff exact_ot (certified, float64) and debiased sinkhorn (float32, default "
