@@ -53,17 +53,30 @@ def default_optimizer(
     learning_rate: float = DEFAULT_LEARNING_RATE,
     decay_steps: int | None = None,
     warmup_steps: int = 0,
+    *,
+    final_fraction: float = 0.05,
+    clip_norm: float = 1.0,
+    weight_decay: float = 1e-4,
 ) -> optax.GradientTransformation:
-    """AdamW with gradient-norm clipping at 1; optional warm-up and cosine decay.
+    """AdamW with gradient-norm clipping; optional warm-up and cosine decay.
 
     Args:
         learning_rate: peak learning rate.
-        decay_steps: cosine decay to 5% of the peak over this many steps (counted
-            from step 0, warm-up included); ``None`` keeps it constant.
+        decay_steps: cosine decay to ``final_fraction`` of the peak over this many
+            steps (counted from step 0, warm-up included); ``None`` keeps it constant.
         warmup_steps: linear warm-up from 0 to the peak over this many steps.
+        final_fraction: final rate of the cosine decay as a fraction of the peak, in (0, 1].
+        clip_norm: global gradient-norm clip (positive).
+        weight_decay: AdamW's decoupled weight decay (optax's default 1e-4; 0 is Adam).
     """
     if not float(learning_rate) > 0:
         raise ValueError(f"learning_rate must be positive, got {learning_rate!r}")
+    if not 0 < float(final_fraction) <= 1:
+        raise ValueError(f"final_fraction must be in (0, 1], got {final_fraction!r}")
+    if not float(clip_norm) > 0:
+        raise ValueError(f"clip_norm must be positive, got {clip_norm!r}")
+    if not float(weight_decay) >= 0:
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
     if decay_steps is not None:
         decay_steps = check_positive_int(decay_steps, "decay_steps")
     if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
@@ -76,7 +89,7 @@ def default_optimizer(
             learning_rate,
             warmup_steps,
             decay_steps,
-            end_value=0.05 * learning_rate,
+            end_value=final_fraction * learning_rate,
         )
     elif warmup_steps:
         schedule = optax.join_schedules(
@@ -88,7 +101,9 @@ def default_optimizer(
         )
     else:
         schedule = learning_rate
-    return optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule))
+    return optax.chain(
+        optax.clip_by_global_norm(clip_norm), optax.adamw(schedule, weight_decay=weight_decay)
+    )
 
 
 def create_train_state(

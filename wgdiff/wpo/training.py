@@ -62,7 +62,14 @@ import optax
 from wgdiff._checks import check_finite, check_ndim, check_positive, check_positive_int
 from wgdiff._types import Array, ArrayLike, PRNGKey, PyTree
 from wgdiff.nets.cholesky import CholeskyMLP
-from wgdiff.train import TrainState, create_train_state, dataset_sampler, fit, make_train_step
+from wgdiff.train import (
+    TrainState,
+    create_train_state,
+    dataset_sampler,
+    default_optimizer,
+    fit,
+    make_train_step,
+)
 from wgdiff.wpo.kernel import DEFAULT_CHUNK_SIZE, ism_loss
 from wgdiff.wpo.model import WPOKernelModel
 
@@ -103,21 +110,18 @@ def wpo_optimizer(
         clip_norm: global gradient-norm clip (positive).
         max_consecutive_nonfinite: skips tolerated in a row.
     """
+    # the train package's optimizer with Adam (no weight decay), wrapped in the guard
     n_steps = check_positive_int(n_steps, "n_steps")
     check_positive_int(max_consecutive_nonfinite, "max_consecutive_nonfinite")
-    check_positive(learning_rate, "learning_rate")
-    check_positive(clip_norm, "clip_norm")
-    if not 0 <= warmup_steps < n_steps:
-        raise ValueError(f"warmup_steps must be in [0, n_steps = {n_steps}), got {warmup_steps}")
-    if not 0 < final_fraction <= 1:
-        raise ValueError(f"final_fraction must be in (0, 1], got {final_fraction}")
-    schedule = optax.warmup_cosine_decay_schedule(
-        0.0, learning_rate, warmup_steps, n_steps, learning_rate * final_fraction
+    inner = default_optimizer(
+        learning_rate,
+        decay_steps=n_steps,
+        warmup_steps=warmup_steps,
+        final_fraction=final_fraction,
+        clip_norm=clip_norm,
+        weight_decay=0.0,
     )
-    return optax.apply_if_finite(
-        optax.chain(optax.clip_by_global_norm(clip_norm), optax.adam(schedule)),
-        max_consecutive_nonfinite,
-    )
+    return optax.apply_if_finite(inner, max_consecutive_nonfinite)
 
 
 def nonfinite_updates(state: TrainState) -> int:
