@@ -238,15 +238,17 @@ print(json.dumps({
 )
 
 
+def _child_row(script: str, n: int) -> dict:
+    """Run ``script`` with argument n in a fresh process; its last stdout line is a JSON row."""
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(n)], capture_output=True, text=True, check=True
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def _exact_large(n: int) -> dict:
     """exact_ot alone at n points (d = 2) in a fresh process: time, phases, peak RSS."""
-    done = subprocess.run(
-        [sys.executable, "-c", _EXACT_SCRIPT, str(n)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    row = json.loads(done.stdout.strip().splitlines()[-1])
+    row = _child_row(_EXACT_SCRIPT, n)
     print(f"exact n={n}: {row}", flush=True)
     return row
 
@@ -254,13 +256,7 @@ def _exact_large(n: int) -> dict:
 def _gaussian_check(n: int) -> dict:
     """Debiased Sinkhorn (default rule, streamed) between N(0, I) and N(0, diag(4, 1/4))
     samples in a fresh process: the value against the closed form and the peak RSS."""
-    done = subprocess.run(
-        [sys.executable, "-c", _GAUSSIAN_SCRIPT, str(n)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    row = json.loads(done.stdout.strip().splitlines()[-1])
+    row = _child_row(_GAUSSIAN_SCRIPT, n)
     row["closed_form_w2"] = GAUSSIAN_W2
     row["relative_error_w2"] = abs(row["value_w2"] - GAUSSIAN_W2) / GAUSSIAN_W2
     print(f"gaussian check: {row}", flush=True)
