@@ -543,7 +543,7 @@ def _assignment_host(x, y, f, g) -> np.ndarray:
         x, y, DEFAULT_NEIGHBORS, 1e-10, MAX_ROUNDS, potentials, CANDIDATE_RELATIVE_EPSILON, 1.0
     )
     if cert["violating_rows"]:  # not certified in MAX_ROUNDS: the dense exact solve
-        _, match = linear_sum_assignment(squared_distances(x, y))
+        return _dense_assignment_host(x, y)
     return np.asarray(match, np.int32)
 
 
