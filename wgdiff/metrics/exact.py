@@ -9,23 +9,31 @@ inequalities along any competing permutation).
 
 ``n == m`` (an assignment, Birkhoff), in units of the mean pairwise cost:
 
-1. approximate potentials from a coarse (non-debiased) Sinkhorn solve (:mod:`.sinkhorn`),
-   then Sinkhorn on the candidate edges only down to a far smaller epsilon;
-2. a sparse candidate graph: for every row the ``k`` columns of least reduced cost
-   ``C_ij - f_i - g_j``, for every column the ``k`` rows of least reduced cost, and a
-   rank-matching along the principal axis (so a full matching always exists);
-3. the assignment on that graph, exactly, by shortest augmenting paths
+1. approximate potentials from a coarse (non-debiased) Sinkhorn solve (:mod:`.sinkhorn`;
+   above ``CANDIDATE_SUBSAMPLE`` points on subsamples, extended by soft c-transforms);
+2. in dimension <= ``KD_TREE_MAX_DIM``: Gauss-Seidel auction phases over **all** pairs
+   from those potentials, epsilon from ``TREE_AUCTION_START`` down to a fraction of the
+   per-point cost ``1/n`` (Bertsekas 1988), each bid (the least two ``C_ij - v_j`` of
+   a row) answered by a weighted k-d tree (:mod:`._powertree`, the form of
+   :func:`_power_query`), as in Kerber, Morozov & Nigmetov (2017) for persistence
+   diagrams; its prices are epsilon-complementary-slack for the dense problem.
+   Above, Sinkhorn on a candidate graph only, down to a far smaller epsilon;
+3. a sparse candidate graph: for every row the ``k`` columns of least reduced cost
+   ``C_ij - f_i - g_j``, for every column the ``k`` rows of least reduced cost, a
+   rank-matching along the principal axis (so a full matching always exists) and the
+   auction's assignment;
+4. the assignment on that graph, exactly, by shortest augmenting paths
    (:mod:`._assignment`, sparse Jonker-Volgenant style, numba): row potentials made
-   feasible on the edges from the Sinkhorn column potentials, tight edges matched
-   greedily, each free row augmented by a Dijkstra search on the reduced costs. Its
-   potentials ``(u, v)`` are exact optimal duals of the sparse LP;
-4. the certificate: ``min_j C_ij - u_i - v_j`` over **all** pairs, in float64 (in
-   dimension <= ``KD_TREE_MAX_DIM`` an exact nearest-neighbour query on lifted points,
+   feasible on the edges, the auction's tight matches kept (in high dimension: auction
+   phases on the graph first), each free row augmented by a Dijkstra search on the
+   reduced costs. Its potentials ``(u, v)`` are exact optimal duals of the sparse LP;
+5. the certificate: ``min_j C_ij - u_i - v_j`` over **all** pairs, in float64 (in
+   dimension <= ``KD_TREE_MAX_DIM`` an exact weighted nearest-neighbour query,
    :func:`_power_query`, with a bound on its rounding; above, brute force in row
-   blocks); the most violating
-   pair of each bad row is added to the graph, and step 3 restarts warm: only rows
-   with a new edge of negative reduced cost are freed and re-augmented. Steps 3-4
-   repeat until no pair violates by more than ``tol``.
+   blocks); the most violating pair of each bad row and its ``k`` best columns are
+   added to the graph, and step 4 restarts warm: only rows with a new edge of
+   negative reduced cost are freed and re-augmented. Steps 4-5 repeat until no pair
+   violates by more than ``tol``.
 
 :func:`exact_assignment` runs the same pipeline inside ``jit``: step 1 in the trace,
 steps 2-5 on the host through ``jax.pure_callback``.
@@ -46,13 +54,13 @@ import numpy as np
 import ot
 from flax import struct
 from scipy.optimize import linear_sum_assignment
-from scipy.spatial import cKDTree
 
 from wgdiff._checks import check_positive, check_positive_int
 from wgdiff._types import ArrayLike
 from wgdiff.geometry import squared_distances
 from wgdiff.metrics._assignment import auction, augment_free_rows, restore_feasibility
 from wgdiff.metrics._common import check_pair
+from wgdiff.metrics._powertree import LEAF_SIZE, build_tree, query_tree, tree_auction
 from wgdiff.metrics.sinkhorn import (
     DEFAULT_ANDERSON_MEMORY,
     DEFAULT_SCALING,
@@ -85,8 +93,15 @@ KD_TREE_MAX_DIM = 8
 # (no Sinkhorn stage; issue 17 measured the sparse pipeline 1.4x slower than it at 256)
 DENSE_ASSIGNMENT_MAX_POINTS = 256
 MAX_ROUNDS = 50
-# epsilon scaling of the auction that warm-starts the exact assignment (mean-cost units)
+# epsilon scaling of the auction that warm-starts the exact assignment (mean-cost
+# units): on the candidate graph (above KD_TREE_MAX_DIM) these phases, from potentials
+# the sparse Sinkhorn refined; over all pairs (k-d tree bids) from TREE_AUCTION_START
+# in steps of 1/TREE_AUCTION_FACTOR down to TREE_AUCTION_END / n (a fraction of the
+# per-point cost 1/n: the rows left for the exact augmentation then search tiny balls)
 AUCTION_EPSILONS = (1e-3, 1e-4, 1e-5, 1e-6, 1e-7)
+TREE_AUCTION_START = 1e-2
+TREE_AUCTION_FACTOR = 4.0
+TREE_AUCTION_END = 2e-2
 
 
 @struct.dataclass
@@ -122,26 +137,28 @@ def _row_blocks(n_rows: int, n_cols: int):
 
 
 def _power_query(x, y, v):
-    """Nearest-neighbour form of ``min_j C_ij - v_j`` (low dimension): a k-d tree and maps.
+    """Weighted nearest-neighbour form of ``min_j C_ij - v_j`` (low dimension): a tree.
 
     ``C_ij - v_j = |x_i|^2 + b_j - 2 <x_i, y_j>`` with ``b_j = |y_j|^2 - v_j``. With
     ``b_j ~ y_j^T S y_j + 2 s^T y_j`` fitted by least squares (S = L^2 symmetric
     positive definite, else L = I and s = 0), ``P_i = L^-1 x_i``, ``Q_j = L y_j +
-    L^-1 s`` and heights ``h_j^2 = rho_j - min rho``, ``rho_j = b_j - |Q_j|^2``, the
-    identity
+    L^-1 s`` and weights ``w_j = rho_j - min rho >= 0``, ``rho_j = b_j - |Q_j|^2``,
+    the identity
 
-        C_ij - v_j = |(P_i, 0) - (Q_j, h_j)|^2 + row_i,
+        C_ij - v_j = |P_i - Q_j|^2 + w_j + row_i,
         row_i = |x_i|^2 - |P_i|^2 + 2 <P_i, L^-1 s> + min rho
 
-    makes the minimizing ``j`` the nearest neighbour of ``(P_i, 0)`` among the lifted
-    ``(Q_j, h_j)``. The fit keeps the heights small (the potentials of a smooth
-    transport are near quadratic), so the query is local: with L = I the heights are
-    ``sqrt(max v - v_j)`` and a query searches a ball of radius ~ the data's spread.
+    makes the minimizing ``j`` the least ``|P_i - Q_j|^2 + w_j``: a query of the
+    weighted k-d tree of :mod:`._powertree`, whose bound on a node adds the node's
+    least weight, so the search stays local where the weights vary slowly (the fit
+    removes the potentials' quadratic part; a few outlying weights do not widen every
+    search, as they do for a Euclidean tree on points lifted to ``(Q_j, sqrt(w_j))``).
 
     Returns:
-        ``(tree, queries, eta)``: the k-d tree of the lifted ``(Q_j, h_j)``, the lifted
-        ``(P_i, 0)``, and ``eta``, a bound on the rounding of a lifted squared distance
-        against ``C_ij - v_j - row_i`` (float64; conditioning of L included).
+        ``(tree, queries, eta)``: the :func:`._powertree.build_tree` arrays of the
+        ``Q_j`` with weights ``w_j``, the queries ``P_i``, and ``eta``, a bound on the
+        rounding of a computed ``|P_i - Q_j|^2 + w_j`` (and of a node's bound) against
+        ``C_ij - v_j - row_i`` (float64; conditioning of L included).
     """
     d = x.shape[1]
     b = np.sum(y * y, axis=1) - v
@@ -168,8 +185,7 @@ def _power_query(x, y, v):
     q = y @ root + shift
     rho = b - np.sum(q * q, axis=1)
     height2 = rho - rho.min()
-    tree = cKDTree(np.concatenate([q, np.sqrt(height2)[:, None]], axis=1))
-    queries = np.concatenate([p, np.zeros((len(x), 1))], axis=1)
+    tree = build_tree(q, height2, LEAF_SIZE)
     magnitude = (
         np.max(np.sum(x * x, axis=1))
         + np.max(np.sum(y * y, axis=1))
@@ -180,24 +196,26 @@ def _power_query(x, y, v):
         + 2 * np.max(np.abs(p @ shift))
     )
     eta = 16 * (d + 4) * condition * np.finfo(np.float64).eps * magnitude
-    return tree, queries, eta
+    return tree, p, eta
 
 
 def _reduced_row_min(x, y, u, v, tol):
     """A float64 lower bound on ``min_j C_ij - u_i - v_j`` and a near-minimal ``j``, per row.
 
-    Over all n x m pairs. In dimension <= ``KD_TREE_MAX_DIM`` an exact nearest-neighbour
-    query (:func:`_power_query`), whose answer ``j`` is re-evaluated exactly and lowered
-    by twice the rounding bound ``eta`` (for any j, true >= computed - eta >= computed
-    at the answer - eta >= true at the answer - 2 eta, so no violation hides behind
-    rounding); when ``eta`` exceeds ``tol / 4``, and in higher dimension, brute force
-    in row blocks. NumPy/SciPy only, so it may run inside ``jax.pure_callback``.
+    Over all n x m pairs. In dimension <= ``KD_TREE_MAX_DIM`` an exact weighted
+    nearest-neighbour query (:func:`_power_query`) that prunes a node only when its
+    bound exceeds the best value by more than ``eta``; its answer ``j`` is
+    re-evaluated exactly and lowered by three times the rounding bound ``eta`` (for
+    any j, true >= computed - eta >= computed at the answer - 2 eta >= true at the
+    answer - 3 eta, so no violation hides behind rounding); when ``eta`` exceeds
+    ``tol / 4``, and in higher dimension, brute force in row blocks. NumPy/numba
+    only, so it may run inside ``jax.pure_callback``.
     """
     if x.shape[1] <= KD_TREE_MAX_DIM:
         tree, queries, eta = _power_query(x, y, v)
         if eta <= 0.25 * tol:
-            _, index = tree.query(queries, k=1)
-            values = np.sum((x - y[index]) ** 2, axis=1) - v[index] - u - 2 * eta
+            index = query_tree(*tree, queries, 1, eta)[1][:, 0]
+            values = np.sum((x - y[index]) ** 2, axis=1) - v[index] - u - 3 * eta
             return values, index
     values = np.empty(len(x))
     index = np.empty(len(x), np.int64)
@@ -212,14 +230,13 @@ def _reduced_row_min(x, y, u, v, tol):
 def _candidates(x, y, v, k):
     """For every row the ``k`` columns of least ``C_ij - v_j`` (row constants drop out).
 
-    In low dimension the k nearest neighbours of :func:`_power_query`; in high
-    dimension a blocked float64 partial sort.
+    In low dimension the k least of the weighted tree of :func:`_power_query`; in
+    high dimension a blocked float64 partial sort.
     """
     k = min(k, len(y))
     if x.shape[1] <= KD_TREE_MAX_DIM:
         tree, queries, _ = _power_query(x, y, v)
-        _, index = tree.query(queries, k=k)
-        return index.reshape(len(x), k)
+        return query_tree(*tree, queries, k, 0.0)[1]
     index = np.empty((len(x), k), np.int64)
     for rows in _row_blocks(len(x), len(y)):
         reduced = squared_distances(x[rows], y) - v[None, :]
@@ -328,28 +345,54 @@ def _candidate_potentials(x, y):
     return (np.asarray(f, np.float64), np.asarray(g, np.float64)), int(sink.iterations)
 
 
+def _c_transform(x, y, v):
+    """``min_j C_ij - v_j`` per row (the float64 value at :func:`_candidates`' arg-min)."""
+    index = _candidates(x, y, v, 1)[:, 0]
+    return np.sum((x - y[index]) ** 2, axis=1) - v[index]
+
+
 def _assignment(x, y, k, tol, max_rounds, potentials, eps_potentials, mean_cost):
     n = len(x)
     f, g = potentials
-    clock = {"candidates": 0.0, "matching": 0.0, "certificate": 0.0}
+    clock = {"candidates": 0.0, "auction": 0.0, "matching": 0.0, "certificate": 0.0}
     cpu = dict(clock)
+    match_row = np.full(n, -1, np.int64)  # edge index of each row's match
+    match_col = np.full(n, -1, np.int64)
+    match, bids = None, []
     tick, tock = time.perf_counter(), time.process_time()
-    key = _edge_set(x, y, f, g, k)
-    rows, cols = key // n, key % n
-    w = np.sum((x[rows] - y[cols]) ** 2, axis=1)
-    f, g = _sparse_sinkhorn(
-        n, rows, cols, w, f, g, 0.5 * eps_potentials, SPARSE_RELATIVE_EPSILON * mean_cost
-    )
-    # Restricted to the edges, Sinkhorn bends the potentials where an optimal edge is
-    # missing, so the graph rebuilt from them alone misses more: keep both graphs.
-    key = np.union1d(key, _edge_set(x, y, f, g, k))
+    if x.shape[1] <= KD_TREE_MAX_DIM:
+        # auction phases over all pairs (k-d tree bids), then the graph from its prices
+        tree, queries, _ = _power_query(x, y, g)
+        weight = tree[7].copy()
+        match = np.empty(n, np.int64)
+        eps = TREE_AUCTION_START
+        while True:
+            bids.append(tree_auction(*tree, queries, match, eps * mean_cost))
+            if eps <= TREE_AUCTION_END / n:
+                break
+            eps = max(eps / TREE_AUCTION_FACTOR, TREE_AUCTION_END / n)
+        g = np.array(g, np.float64)
+        g[tree[8]] -= tree[7] - weight  # a raised weight is a lowered potential
+        f = _c_transform(x, y, g)
+        clock["auction"] += time.perf_counter() - tick
+        cpu["auction"] += time.process_time() - tock
+        tick, tock = time.perf_counter(), time.process_time()
+        key = np.union1d(_edge_set(x, y, f, g, k), np.arange(n) * n + match)
+        match_col[match] = np.arange(n)
+    else:
+        key = _edge_set(x, y, f, g, k)
+        rows, cols = key // n, key % n
+        w = np.sum((x[rows] - y[cols]) ** 2, axis=1)
+        f, g = _sparse_sinkhorn(
+            n, rows, cols, w, f, g, 0.5 * eps_potentials, SPARSE_RELATIVE_EPSILON * mean_cost
+        )
+        # Restricted to the edges, Sinkhorn bends the potentials where an optimal edge is
+        # missing, so the graph rebuilt from them alone misses more: keep both graphs.
+        key = np.union1d(key, _edge_set(x, y, f, g, k))
     clock["candidates"] += time.perf_counter() - tick
     cpu["candidates"] += time.process_time() - tock
     u, v = np.array(f, np.float64), np.array(g, np.float64)
-    match_row = np.full(n, -1, np.int64)  # edge index of each row's match
-    match_col = np.full(n, -1, np.int64)
-    match = None
-    rounds, settled, freed, bids = 0, [], [], []
+    rounds, settled, freed = 0, [], []
     while rounds < max_rounds:
         rounds += 1
         tick, tock = time.perf_counter(), time.process_time()
@@ -507,7 +550,11 @@ def exact_ot(
             center,
             cert,
             tol,
-            solver="sinkhorn-candidates+sparse-shortest-augmenting-paths",
+            solver=(
+                "sinkhorn+tree-auction+sparse-shortest-augmenting-paths"
+                if x.shape[1] <= KD_TREE_MAX_DIM
+                else "sinkhorn-candidates+sparse-shortest-augmenting-paths"
+            ),
         )
     cost_matrix = np.sum((xc[:, None, :] - yc[None, :, :]) ** 2, axis=-1)
     plan, log = ot.emd(
