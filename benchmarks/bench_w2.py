@@ -44,10 +44,10 @@ POT_SINKHORN_MAX_ITERATIONS = 1000
 GAUSSIAN_N_FULL, GAUSSIAN_N_QUICK = 100_000, 1000
 GAUSSIAN_W2 = float(np.sqrt(1.25))  # (2 - 1)^2 + (1/2 - 1)^2 = 1.25
 # Exact W2 beyond the POT grid (POT's dense n x n float64 cost does not fit there): d = 2,
-# each n in a fresh process (peak RSS), its phases timed separately. Not 1e5: a trial
-# there (2026-12-01 20:19, load ~4) was still in its first round's auction after 5
-# CPU-minutes, so it does not fit this session's machine budget.
-EXACT_LARGE, EXACT_LARGE_QUICK = (16_000, 32_000, 64_000), (3000,)
+# each n in a fresh process (peak RSS), its phases timed separately, up to the issue's
+# n = 1e5 ("in minutes and bounded memory": targets 5 CPU-minutes and 2 GiB there).
+EXACT_LARGE, EXACT_LARGE_QUICK = (16_000, 32_000, 64_000, 100_000), (3000,)
+EXACT_TARGET_N, EXACT_TARGET_CPU_S, EXACT_TARGET_RSS_GIB = 100_000, 300.0, 2.0
 DESCRIPTION = (
     "W2 between x ~ N(0, I_d) and y ~ N((1, -0.5, 0..), 0.25 I_d), n points each. Section "
     "grid: wgdiff exact_ot (certified, float64) and debiased sinkhorn (float32, default "
@@ -215,10 +215,11 @@ _EXACT_SCRIPT = (
 from benchmarks.bench_w2 import _clouds
 n = int(sys.argv[1])
 x, y = _clouds(n, 2, seed=n + 2)
-# numba and XLA compilation apart: a first call on 3000 points (also compiles the
-# candidate Sinkhorn's dense shapes; the subsample shapes compile in the timed call)
+# numba and XLA compilation apart: a first call on 5000 points (above
+# CANDIDATE_SUBSAMPLE, so it compiles the candidate Sinkhorn's subsample shapes; only
+# the extension of its potentials to the n points compiles in the timed call)
 c0, w0 = time.process_time(), time.perf_counter()
-metrics.exact_ot(x[:3000], y[:3000])
+metrics.exact_ot(x[:5000], y[:5000])
 warmup_cpu, warmup_wall = time.process_time() - c0, time.perf_counter() - w0
 c0, w0 = time.process_time(), time.perf_counter()
 out = metrics.exact_ot(x, y)
@@ -303,6 +304,14 @@ def _targets(sections: dict) -> list[dict]:
                     row["sinkhorn"]["relative_error_w2"],
                     at_most=5e-3,
                 )
+            )
+    for row in sections.get("exact_large", {}).get("data", []):
+        if row["n"] == EXACT_TARGET_N:
+            label = f"exact n={row['n']} d=2"
+            targets.append(target(f"{label} certified", float(row["certified"]), at_least=1.0))
+            targets.append(target(f"{label} CPU s", row["cpu_s"], at_most=EXACT_TARGET_CPU_S))
+            targets.append(
+                target(f"{label} peak RSS GiB", row["peak_rss_gib"], at_most=EXACT_TARGET_RSS_GIB)
             )
     gaussian = sections.get("gaussian", {}).get("data")
     if gaussian:
