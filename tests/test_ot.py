@@ -140,7 +140,7 @@ def test_power_query_certificate_bounds_the_brute_force_minimum():
 
 def test_power_tree_queries_and_auction_against_brute_force():
     # the weighted k-d tree: k least |p - q_j|^2 + w_j against a dense NumPy search
-    # (duplicated points, weights spread over six decades, fewer points than k); its
+    # (duplicated points, weights spread over six decades, one point); its
     # dense auction: a permutation in eps-complementary slackness with its final
     # weights, row i's column within eps of its least cost (Bertsekas's invariant)
     tree_module = importlib.import_module("wgdiff.metrics._powertree")
@@ -148,7 +148,8 @@ def test_power_tree_queries_and_auction_against_brute_force():
     for m, k in ((1, 1), (5, 3), (300, 4)):
         q = rng.normal(size=(m, 2))
         q[m // 2 :] = q[: m - m // 2]
-        w = 10.0 ** rng.uniform(-6, 0, size=m)
+        # weights spread over six decades, plus a steep affine part
+        w = 10.0 ** rng.uniform(-6, 0, size=m) + 5.0 * (q[:, 0] - q[:, 0].min())
         tree = tree_module.build_tree(q, w, tree_module.LEAF_SIZE)
         p = rng.normal(size=(120, 2))
         values, index = tree_module.query_tree(*tree, p, k, 0.0)
