@@ -12,7 +12,9 @@ the sparse LP, so no separate dual solve is needed.
 
 Unlike SciPy's ``min_weight_full_bipartite_matching`` (which always starts from
 scratch) the state ``(u, v, match)`` can be warm started: from approximate potentials
-(:func:`auction` phases at decreasing epsilon, then :func:`restore_feasibility` sets
+(:func:`auction` phases at decreasing epsilon on the graph, or in low dimension the
+auction over all pairs of :func:`wgdiff.metrics._powertree.tree_auction` with its
+assignment kept, then :func:`restore_feasibility` sets
 ``u_i = min_j c_ij - v_j`` and keeps the matched edges that are tight) and, after
 edges are added to the graph, from the previous solution: only rows that gained an
 edge of negative reduced cost get a new ``u_i`` and are freed, and only free rows are

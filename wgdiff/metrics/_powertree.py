@@ -9,7 +9,11 @@ plus the least weight in the node. Unlike a k-d tree on points lifted to
 node's own least weight, so a wide spread of weights across the data (a few columns
 of small weight far below the rest) does not widen every search.
 
-Both functions are ``numba.njit`` (compiled on first use, ``cache=False``).
+:func:`tree_auction` runs the Gauss-Seidel auction over all pairs on such a tree
+(each bid one search; the winner's weight raised and the least weights on its path to
+the root updated), as Kerber, Morozov & Nigmetov (2017) do for persistence diagrams.
+
+All functions are ``numba.njit`` (compiled on first use, ``cache=False``).
 """
 
 from __future__ import annotations
