@@ -51,6 +51,13 @@ def test_wpo_kernel_quick(tmp_path):
     for row in roll["training_log"][1:]:
         assert row["params_finite"] and row["nonfinite_updates_skipped"] >= 0
         assert row["widest_std_max"] <= fix["train_max_std"] * (1 + 1e-5)
+        assert math.isfinite(row["pool_ism"]) and math.isfinite(row["validation_ism"])
+    # The reported model is the best-validation checkpoint, trained on the enlarged pool.
+    best = max(roll["training_log"], key=lambda r: r["validation_ll"])
+    assert roll["best_step"] == best["steps"]
+    assert roll["before_fix"]["validation_ll"] == pytest.approx(best["validation_ll"], rel=1e-5)
+    assert roll["ism_pool_size"] == quick["roll_n_train"] - quick["roll_n_centers"]
+    assert roll["heldout_rows_in_training_set"] == 0
     assert res["parts_not_run"] == []
     for key, label in (("fig4_diagnosis", "cholesky"), ("fig4_ablation", "log_cholesky_ablation")):
         log = res[key][label]["training_log"]

@@ -34,6 +34,7 @@ from wgdiff.wpo.lifted import (
 from wgdiff.wpo.model import EmpiricalKernelScore, WPOKernelModel, empirical_score_fn
 from wgdiff.wpo.training import (
     AUTHORS_SETTINGS,
+    BestValidationCheckpoint,
     fit_wpo,
     init_wpo,
     ism_objective,
@@ -55,6 +56,7 @@ __all__ = [
     "AUTHORS_SETTINGS",
     "DEFAULT_CHUNK_SIZE",
     "STARVED_SHARE",
+    "BestValidationCheckpoint",
     "EmpiricalKernelScore",
     "KernelDiagnostics",
     "LiftedWeights",

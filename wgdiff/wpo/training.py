@@ -34,14 +34,19 @@ update was skipped, every parameter stayed finite and no kernel exceeded ``max_s
 Not tried for lack of budget: re-initializing starved kernels, a log-Cholesky net in
 training (as a post-hoc ablation it widened more).
 
-Open (measured there, not fixed): from step ~1e4 the kernels collapse the other way, to
-near-zero width (starved share 0.4% at 1e4 steps -> 94% at 2e4, median narrowest std
-0.07 -> 1e-4, validation log-likelihood -1.20 -> -7.9), and the held-out ISM of the
-collapsed model (-287) is worse than that of the previous record's 2000-centre,
-1500-step model (-313 uncapped): overfitting of the training ISM, not its held-out
-optimum (hypothesis, untested: ISM points very close to a centre reward narrowing it
-through the -tr Gamma term, as below). The post-hoc cap cannot undo it (it only bounds
-widths).
+The late collapse and its trigger: with the ISM batches drawn from a 47 000-point pool
+(64 x 2e4 = 1.28e6 draws, each point ~27 times) the kernels collapsed narrow from step
+~1.2e4 (starved share 0.4% -> 94%, median narrowest std 0.07 -> 1e-4, validation
+log-likelihood -1.20 -> -7.9). With the same centres, initialization, batch key, optimizer schedule
+but a 997 000-point pool (the paper's 1e6 training points; each point
+drawn ~1.3 times) nothing collapsed in 2e4 steps (starved 0.3-0.4%, narrowest std
+0.069-0.072, validation log-likelihood -1.18 at the end; pool ISM -332 vs validation ISM
+-339). A 10 000-point pool (same setting, 6000 steps, ~38 draws per point) shows the
+finite-pool overfitting gradually rather than as a jump: ISM on pool points -361 vs
+validation points -280 (gap 6 at 1000 steps), narrowest std 0.072 -> 0.055, validation
+log-likelihood -1.20 -> -1.23. So the ISM pool must be large against the number of
+draws; ``BestValidationCheckpoint`` (``fit_wpo(validation=...)``) keeps whatever
+happens late from deciding the model.
 
 As in the authors' code the centres are drawn *independently* of the ISM
 batches; ``split_centers`` makes that a disjoint split of one training set. A
@@ -52,6 +57,7 @@ direction the disjoint split removes.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -179,6 +185,82 @@ def model_from_params(
     return WPOKernelModel.from_precisions(centers, precisions, chunk_size=chunk_size)
 
 
+class BestValidationCheckpoint:
+    """``wgdiff.train.fit`` evaluate callback keeping the parameters of best validation likelihood.
+
+    Each call builds the model of the current parameters, scores the mean exact
+    log-likelihood (eq. 25) of ``validation`` and keeps the parameters if the score is
+    the best so far (a non-finite score, or non-finite parameters, never is); ``model()``
+    is the kept model. So a late collapse of the kernels cannot decide the reported
+    model (6-D roll: validation log-likelihood -1.20 -> -7.9 from step ~1e4 of a run on
+    a 47 000-point ISM pool, ``experiments/results/wpo_kernel.json``). ``validation`` must
+    be disjoint from the centres, the ISM pool and any test set the model is reported on.
+
+    Args:
+        net: the Cholesky-factor network (with the jitter used in training).
+        centers: ``(N, d)`` kernel centres.
+        validation: ``(n, d)`` validation points.
+        chunk_size: centres per streamed chunk.
+        extra: optional ``extra(model, state) -> dict`` whose entries join each row
+            (called with the current, not the kept, model).
+
+    Attributes:
+        best_step: step of the kept parameters (None before a finite score).
+        best_validation_ll: their mean validation log-likelihood (``-inf`` before).
+    """
+
+    def __init__(
+        self,
+        net: CholeskyMLP,
+        centers: ArrayLike,
+        validation: ArrayLike,
+        *,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        extra: Callable[[WPOKernelModel, TrainState], dict] | None = None,
+    ) -> None:
+        self.centers, self.validation = jnp.asarray(centers), jnp.asarray(validation)
+        check_ndim(self.centers, 2, "centers", "(N, d)")
+        check_ndim(self.validation, 2, "validation", "(n, d)")
+        if self.validation.shape[1] != self.centers.shape[1]:
+            raise ValueError(
+                f"validation must have shape (n, {self.centers.shape[1]}), "
+                f"got {self.validation.shape}"
+            )
+        check_finite(self.validation, "validation")
+        if extra is not None and not callable(extra):
+            raise TypeError(f"extra must be a callable (model, state) -> dict, got {extra!r}")
+        self.net, self.extra = net, extra
+        self.chunk_size = check_positive_int(chunk_size, "chunk_size")
+        self.best_step: int | None = None
+        self.best_validation_ll = -math.inf
+        self._best_params: PyTree | None = None
+
+    def __call__(self, state: TrainState) -> dict:
+        """Score ``state.params`` on the validation points; returns the row entries."""
+        row: dict = {"validation_ll": math.nan}
+        if all(bool(jnp.all(jnp.isfinite(p))) for p in jax.tree.leaves(state.params)):
+            model = self._model(state.params)
+            score = float(jnp.mean(model.log_prob(self.validation)))
+            row["validation_ll"] = score
+            if math.isfinite(score) and score > self.best_validation_ll:
+                self.best_step, self.best_validation_ll = int(state.step), score
+                # a copy: the train step donates the state's buffers
+                self._best_params = jax.tree.map(jnp.copy, state.params)
+            if self.extra is not None:
+                row.update(self.extra(model, state))
+        best = None if self.best_step is None else self.best_validation_ll
+        return {**row, "best_step": self.best_step, "best_validation_ll": best}
+
+    def model(self) -> WPOKernelModel:
+        """The model of the kept parameters."""
+        if self._best_params is None:
+            raise ValueError("no finite validation log-likelihood was scored yet")
+        return self._model(self._best_params)
+
+    def _model(self, params: PyTree) -> WPOKernelModel:
+        return model_from_params(self.net, params, self.centers, chunk_size=self.chunk_size)
+
+
 def init_wpo(
     key: PRNGKey,
     centers: ArrayLike,
@@ -257,6 +339,8 @@ def fit_wpo(
     net: CholeskyMLP | None = None,
     init_bandwidth: float | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    validation: ArrayLike | None = None,
+    evaluate_every: int | None = None,
     log_every: int = 1000,
     progress: bool = False,
     run_dir: str | Path | None = None,
@@ -271,12 +355,21 @@ def fit_wpo(
         net: Cholesky network (default ``CholeskyMLP()``).
         init_bandwidth: initial kernel bandwidth (see ``init_wpo``; None = authors' net).
         chunk_size: centres per streamed chunk.
+        validation: ``(n, d)`` points disjoint from ``data`` (and from any test set): if
+            given, the model returned is the checkpoint of best mean validation
+            log-likelihood (``BestValidationCheckpoint``), scored every ``evaluate_every``
+            steps (default ``log_every``) and at the end.
+        evaluate_every: see ``validation``.
         log_every, progress, run_dir: passed to ``wgdiff.train.fit`` (checkpoints if run_dir).
 
     Returns:
-        ``(model, state, history)``: the trained ``WPOKernelModel``, the final
-        ``TrainState`` and the logged losses.
+        ``(model, state, history)``: the trained ``WPOKernelModel`` (the best-validation
+        checkpoint if ``validation`` is given, else the final parameters), the final
+        ``TrainState`` and the logged losses (with ``validation_ll``, ``best_step`` and
+        ``best_validation_ll`` on the scored rows).
     """
+    if evaluate_every is not None and validation is None:
+        raise ValueError("evaluate_every needs validation points to score")
     key_split, key_init, key_data = jax.random.split(key, 3)
     centers, ism_data = split_centers(key_split, data, n_centers)
     net, state, train_step, sample_batch = init_wpo(
@@ -291,6 +384,10 @@ def fit_wpo(
         batch_size=batch_size,
         chunk_size=chunk_size,
     )
+    checkpoint = None
+    if validation is not None:
+        checkpoint = BestValidationCheckpoint(net, centers, validation, chunk_size=chunk_size)
+        evaluate_every = log_every if evaluate_every is None else evaluate_every
     state, history = fit(
         state,
         train_step,
@@ -300,12 +397,17 @@ def fit_wpo(
         log_every=log_every,
         progress=progress,
         run_dir=run_dir,
+        evaluate=checkpoint,
+        evaluate_every=evaluate_every,
     )
+    if checkpoint is not None:
+        return checkpoint.model(), state, history
     return model_from_params(net, state.params, centers, chunk_size=chunk_size), state, history
 
 
 __all__ = [
     "AUTHORS_SETTINGS",
+    "BestValidationCheckpoint",
     "fit_wpo",
     "init_wpo",
     "ism_objective",
