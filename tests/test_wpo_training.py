@@ -38,11 +38,10 @@ def x64():
 def test_cholesky_mlp_lower_triangular_and_positive_definite():
     net = CholeskyMLP(features=(16, 16), jitter=0.05)
     z = jax.random.normal(jax.random.key(0), (5, 3))
-    params = net.init(jax.random.key(1), z)
-    chol = net.apply(params, z)
+    params = jax.jit(net.init)(jax.random.key(1), z)  # one compilation, not one per op
+    chol, prec = jax.jit(lambda p: (net.apply(p, z), net.apply(p, z, method=net.precision)))(params)
     assert chol.shape == (5, 3, 3)
     np.testing.assert_array_equal(np.triu(np.asarray(chol), 1), 0.0)
-    prec = net.apply(params, z, method=net.precision)
     expected = np.einsum("nij,nkj->nik", chol, chol) + 0.05 * np.eye(3)
     np.testing.assert_allclose(prec, expected, rtol=1e-6)
     # L L^T is PSD, so every eigenvalue is at least the jitter (float32 round-off 1e-6).
@@ -116,7 +115,8 @@ def test_training_max_std_caps_kernels_and_ism_stays_the_autodiff_ism(x64):
     assert net.jitter == 4.0  # 1 / 0.5^2
     for _ in range(3):
         state, _ = train_step(state, data)
-    prec = np.asarray(net.apply(state.params, centers, method=net.precision), np.float64)
+    prec = jax.jit(lambda p: net.apply(p, centers, method=net.precision))(state.params)
+    prec = np.asarray(prec, np.float64)
     assert np.linalg.eigvalsh(prec).min() >= 4.0 * (1 - 1e-6)  # std <= 0.5 (float32 round-off)
     assert np.linalg.eigvalsh(prec).max() > 4.5  # the cap is not all there is
 
@@ -128,7 +128,7 @@ def test_training_max_std_caps_kernels_and_ism_stays_the_autodiff_ism(x64):
         return jnp.sum(s**2) + 2 * jnp.trace(jax.hessian(logp)(x))
 
     auto = float(jnp.mean(jax.jit(jax.vmap(integrand))(jnp.asarray(data, jnp.float64))))
-    loss = ism_objective(net, centers, chunk_size=2)(state.params, jax.random.key(0), data)
+    loss = jax.jit(ism_objective(net, centers, chunk_size=2))(state.params, jax.random.key(0), data)
     np.testing.assert_allclose(float(loss), auto, rtol=1e-5)
     with pytest.raises(ValueError, match="max_std"):
         init_wpo(jax.random.key(16), centers, data, max_std=0.0)
@@ -189,7 +189,8 @@ def test_best_validation_checkpoint_keeps_the_best_scored_parameters():
     )
     val = data[:20]
     net = CholeskyMLP(features=(8,), diag_offset=3.0)
-    params = net.init(jax.random.key(23), centers[:1])
+    params = jax.jit(net.init)(jax.random.key(23), centers[:1])
+    precision = jax.jit(lambda p: net.apply(p, centers, method=net.precision))
     state = create_train_state(jax.random.key(23), params, optax.sgd(1.0))
     checkpoint = BestValidationCheckpoint(
         net, centers, val, chunk_size=2, extra=lambda model, st: {"n": model.n_centers}
@@ -203,13 +204,13 @@ def test_best_validation_checkpoint_keeps_the_best_scored_parameters():
         for k, p in ((1, good), (2, narrow), (3, nan))
     ]
     for row, p in zip(rows[:2], (good, narrow), strict=True):
-        expected = _mixture_ll_float64(val, centers, net.apply(p, centers, method=net.precision))
+        expected = _mixture_ll_float64(val, centers, precision(p))
         np.testing.assert_allclose(row["validation_ll"], expected, rtol=1e-5)
         assert row["n"] == 4
     assert rows[1]["validation_ll"] < rows[0]["validation_ll"] - 1.0
     assert np.isnan(rows[2]["validation_ll"]) and "n" not in rows[2]
     assert [r["best_step"] for r in rows] == [1, 1, 1] and checkpoint.best_step == 1
-    expected = np.asarray(net.apply(good, centers, method=net.precision))
+    expected = np.asarray(precision(good))
     donate = jax.jit(lambda p: jax.tree.map(lambda a: a + 1.0, p), donate_argnums=0)
     donate(good)  # deletes the buffers of `good`, as a train step does with its state
     assert jax.tree.leaves(good)[0].is_deleted()
