@@ -28,13 +28,16 @@ Scaled down to a CPU budget of ~25 core-minutes on a heavily shared 2-core machi
   (``WPOKernelModel.cap_std`` chosen by ``tune_max_std``), against the true
   held-out log-likelihood (Monte Carlo over the noise-free roll) and an
   isotropic KDE with validated bandwidth on the same training points.
+- ``fig4capacity``: what a fixed number of kernels reaches on the same data: isotropic
+  KDEs with validated bandwidth on the WPO model's own centres and on random training
+  subsets of 3000, 1e4 and 1e5 points (about a CPU-minute).
 
 Authors' settings (papers/README.md): 1000 centres (paper text: 5000), Adam
 2e-3, batch 64, ``Gamma = L L^T + 0.01 I``; we train for fewer steps (see
 ``config``/``deviations`` in the JSON).
 
 Run: ``python experiments/wpo_kernel.py [--quick] [--part PART] [--out DIR]`` with PART one of
-fig2, fig6, fig4diag, fig4ablation, fig4, all (default), merge.
+fig2, fig6, fig4diag, fig4ablation, fig4, fig4capacity, all (default), merge.
 Full parts write ``results/wpo_kernel_part_<part>.json``; ``--part merge``
 assembles ``results/wpo_kernel.json``. ``--quick`` writes ``wpo_kernel_quick*``.
 """
@@ -83,7 +86,7 @@ from wgdiff.wpo import (
 
 RESULTS = Path(__file__).resolve().parent / "results"
 NAME = "wpo_kernel"
-PARTS = ("fig2", "fig6", "fig4diag", "fig4ablation", "fig4")
+PARTS = ("fig2", "fig6", "fig4diag", "fig4ablation", "fig4", "fig4capacity")
 
 FULL = {
     "seeds": 3,
@@ -120,6 +123,8 @@ FULL = {
     "roll_chunk": 1_024,
     "roll_true_ll_mc": (50_000, 100_000),
     "kde_bandwidths": (0.04, 0.05, 0.06, 0.07, 0.08, 0.1, 0.12),
+    "capacity_kernels": (3_000, 10_000, 100_000),
+    "capacity_bandwidths": tuple(float(h) for h in np.geomspace(0.04, 0.4, 11)),
     "grid": 160,
 }
 QUICK = {
@@ -157,6 +162,8 @@ QUICK = {
     "roll_chunk": 256,
     "roll_true_ll_mc": (2_000, 4_000),
     "kde_bandwidths": (0.08, 0.12),
+    "capacity_kernels": (200, 400),
+    "capacity_bandwidths": (0.08, 0.16, 0.32),
     "grid": 40,
 }
 BATCH = AUTHORS_SETTINGS["batch_size"]
@@ -742,6 +749,61 @@ def shared_rows(held_out, train) -> int:
     return sum(row.tobytes() in held for row in np.asarray(train))
 
 
+def fig4_sets(key, cfg):
+    """The Fig. 4 data: ``(base, more, val, test, shared)`` from the key of ``run_fig4``.
+
+    ``base`` is the ``roll_n_train_base``-point training set the centres are split from,
+    ``more`` the extra ISM points (``base + more`` = the paper's 1e6 training points);
+    ``shared`` counts training rows equal to a validation or test row (must be 0).
+    """
+    k_more, k_big = jax.random.split(key, 5)[:2]
+    n_test = cfg["n_draws"] * cfg["n_eval_samples"]
+    base, val, test = roll_sets(k_big, cfg["roll_n_train_base"], cfg["roll_n_val"], n_test)
+    # k_more, not a key derived from k_big: fold_in(k_big, i) is split(k_big, 3)[i], so
+    # fold_in(k_big, 2) reproduced the test set inside the pool (caught in a first run).
+    more = toy.sample_swiss_roll_6d(k_more, cfg["roll_n_train"] - cfg["roll_n_train_base"])
+    shared = shared_rows(jnp.concatenate([val, test]), jnp.concatenate([base, more]))
+    if shared:
+        raise ValueError(f"{shared} training rows are validation or test rows")
+    return base, more, val, test, shared
+
+
+def run_fig4_capacity(key, cfg):
+    """How far a fixed number of kernels can get: isotropic KDEs of a given size.
+
+    The WPO model of ``run_fig4`` has ``roll_n_centers`` kernels. An isotropic KDE on
+    its very centres, and on random subsets of the 1e6 training points of each size in
+    ``capacity_kernels``, with the bandwidth chosen on the validation split, gives the
+    held-out log-likelihood a model of that many kernels reaches without learned
+    covariances (the 1e6-kernel KDE is ``run_fig4``'s ``kde_baseline``).
+    """
+    base, more, val, test, _ = fig4_sets(key, cfg)
+    train = jnp.concatenate([base, more])
+    k_big = jax.random.split(key, 5)[1]
+    # the centres of run_fig4's model: train_roll's split of base with the same key
+    centers, _ = split_centers(jax.random.split(k_big)[0], base, cfg["roll_n_centers"])
+    grid = [h * h for h in cfg["capacity_bandwidths"]]
+
+    def kde_row(kernels, label):
+        choice = tune_kde_variance(kernels, val, grid)
+        edge = bool(np.isclose(choice.best, grid[0]) or np.isclose(choice.best, grid[-1]))
+        return {
+            "kernels": label,
+            "n_kernels": int(kernels.shape[0]),
+            "bandwidth": math.sqrt(choice.best),
+            "bandwidth_at_grid_edge": edge,
+            "validation_ll": float(max(choice.scores)),
+            "heldout_ll": float(jnp.mean(empirical_log_density(test, kernels, choice.best))),
+        }
+
+    rows = [kde_row(centers, "the WPO model's own centres")]
+    k_sub = jax.random.fold_in(key, 11)
+    for size in cfg["capacity_kernels"]:
+        index = jax.random.choice(jax.random.fold_in(k_sub, size), train.shape[0], (size,), False)
+        rows.append(kde_row(train[index], "random subset of the training points"))
+    return {"fig4_capacity": {"bandwidth_grid": list(cfg["capacity_bandwidths"]), "rows": rows}}
+
+
 def run_fig4(key, cfg):
     """The largest 6-D run the budget allows, with the library's fixes, and baselines.
 
@@ -750,18 +812,12 @@ def run_fig4(key, cfg):
     points (the paper's 1e6 training points), so the pool size is the only change
     from that record besides the best-validation checkpoint.
     """
-    k_more, k_big, k_true, k_eval, k_floor = jax.random.split(key, 5)
+    _, k_big, k_true, k_eval, k_floor = jax.random.split(key, 5)
     n = cfg["n_eval_samples"]
-    n_test = cfg["n_draws"] * n
     out = {"wide_std_threshold": WIDE_STD}
-    base, val, test = roll_sets(k_big, cfg["roll_n_train_base"], cfg["roll_n_val"], n_test)
-    # k_more, not a key derived from k_big: fold_in(k_big, i) is split(k_big, 3)[i], so
-    # fold_in(k_big, 2) reproduced the test set inside the pool (caught in a first run).
-    more = toy.sample_swiss_roll_6d(k_more, cfg["roll_n_train"] - cfg["roll_n_train_base"])
+    base, more, val, test, shared = fig4_sets(key, cfg)
     train = jnp.concatenate([base, more])
-    shared = shared_rows(jnp.concatenate([val, test]), train)
-    if shared:
-        raise ValueError(f"{shared} training rows are validation or test rows")
+    n_test = test.shape[0]
     references = [test[k * n : (k + 1) * n] for k in range(cfg["n_draws"])]
     spec = {
         "n_centers": cfg["roll_n_centers"],
@@ -1033,6 +1089,8 @@ def run_part(part, key, cfg, out_dir, name, plots):
         res, figures = run_fig4_diagnosis(k4, cfg), []
     elif part == "fig4ablation":
         res, figures = run_fig4_diagnosis(k4, cfg, ("log_cholesky_ablation",)), []
+    elif part == "fig4capacity":
+        res, figures = run_fig4_capacity(k4, cfg), []
     else:
         res, roll = run_fig4(k4, cfg)
         figures = plot_fig4(out_dir, name, roll, cfg["grid"]) if plots else []

@@ -58,6 +58,17 @@ def test_wpo_kernel_quick(tmp_path):
     assert roll["before_fix"]["validation_ll"] == pytest.approx(best["validation_ll"], rel=1e-5)
     assert roll["ism_pool_size"] == quick["roll_n_train"] - quick["roll_n_centers"]
     assert roll["heldout_rows_in_training_set"] == 0
+    # Capacity diagnosis: isotropic KDEs on the WPO model's own centres, then on random
+    # training subsets of the configured sizes, each bandwidth a grid value chosen on
+    # the validation split (so its validation score is the grid's best).
+    capacity = res["fig4_capacity"]["rows"]
+    assert [r["n_kernels"] for r in capacity] == [
+        quick["roll_n_centers"],
+        *quick["capacity_kernels"],
+    ]
+    for row in capacity:
+        assert math.isfinite(row["heldout_ll"]) and math.isfinite(row["validation_ll"])
+        assert min(abs(row["bandwidth"] - h) for h in quick["capacity_bandwidths"]) < 1e-12
     assert res["parts_not_run"] == []
     for key, label in (("fig4_diagnosis", "cholesky"), ("fig4_ablation", "log_cholesky_ablation")):
         log = res[key][label]["training_log"]
