@@ -69,6 +69,9 @@ def test_wpo_kernel_quick(tmp_path):
     for row in capacity:
         assert math.isfinite(row["heldout_ll"]) and math.isfinite(row["validation_ll"])
         assert min(abs(row["bandwidth"] - h) for h in quick["capacity_bandwidths"]) < 1e-12
+    paper = res["fig4_paper_centres"]["scaled_run"]
+    assert paper["n_centers"] == quick["paper_n_centers"]
+    assert paper["heldout_rows_in_training_set"] == 0 and paper["steps"] == roll["steps"]
     assert res["parts_not_run"] == []
     for key, label in (("fig4_diagnosis", "cholesky"), ("fig4_ablation", "log_cholesky_ablation")):
         log = res[key][label]["training_log"]
