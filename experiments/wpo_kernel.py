@@ -641,6 +641,12 @@ def true_roll_ll(key, test, n_mc: int) -> float:
     return float(jnp.mean(ll_roll + ll_rest))
 
 
+def roll_centers(key, train, n_centers):
+    """``train_roll``'s split of ``train`` into centres and ISM pool, and its init key."""
+    k_split, k_init = jax.random.split(key)
+    return (*split_centers(k_split, train, n_centers), k_init)
+
+
 def train_roll(key, train, val, cfg_model, log_every, n_steps, more_ism_data=None):
     """Train the WPO model on the 6-D roll, logging the collapse diagnostics every few steps.
 
@@ -653,8 +659,7 @@ def train_roll(key, train, val, cfg_model, log_every, n_steps, more_ism_data=Non
     Returns:
         ``(best_model, final_model, log, last_row, pool_size)``.
     """
-    k_split, k_init = jax.random.split(key)
-    centers, pool = split_centers(k_split, train, cfg_model["n_centers"])
+    centers, pool, k_init = roll_centers(key, train, cfg_model["n_centers"])
     if more_ism_data is not None:
         pool = jnp.concatenate([pool, more_ism_data])
     k_batch = jax.random.fold_in(k_init, 1)
@@ -784,9 +789,8 @@ def run_fig4_capacity(key, cfg):
     """
     base, more, val, test, _ = fig4_sets(key, cfg)
     train = jnp.concatenate([base, more])
-    k_big = jax.random.split(key, 5)[1]
-    # the centres of run_fig4's model: train_roll's split of base with the same key
-    centers, _ = split_centers(jax.random.split(k_big)[0], base, cfg["roll_n_centers"])
+    # the centres of run_fig4's model (train_roll with run_fig4's key)
+    centers = roll_centers(jax.random.split(key, 5)[1], base, cfg["roll_n_centers"])[0]
     grid = [h * h for h in cfg["capacity_bandwidths"]]
 
     def kde_row(kernels, label):
